@@ -1,0 +1,3 @@
+from watchers.cli import main
+
+raise SystemExit(main())

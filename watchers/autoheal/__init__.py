@@ -1,0 +1,3 @@
+"""The auto-heal watcher: reap dead workers, reset infrastructure crash loops."""
+
+WATCHER = "auto-heal"

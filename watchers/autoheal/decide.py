@@ -1,0 +1,293 @@
+"""auto-heal decisions: `decide(snapshot, settings, now) -> actions`. Pure: no SQL,
+no psutil, no clock. Every action carries the state it was decided on (`expect`), so
+the executor can apply it as a compare-and-swap.
+
+Transitions written (Hermes's own terms):
+  running --reap (worker gone/zombie/reused)--> ready    run: crashed, event: crashed
+  running --reap, failures reach the limit-->   blocked  ... plus event: gave_up
+  running --reap (zombie exited 75)-->          ready    run: rate_limited, no failure counted
+  running --reclaim (no claim / no PID)-->      ready    run: reclaimed, no failure counted
+  blocked --reset (gave_up on infra failures)--> ready   event: unblocked, counter cleared
+  blocked --escalate (too many resets)-->       blocked  event: escalated
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from watchers.autoheal import WATCHER
+from watchers.autoheal.backoff import compute_backoff
+from watchers.autoheal.rules import all_infra
+from watchers.model import (
+    DEAD_VERDICTS,
+    Action,
+    ActionKind,
+    HealSnapshot,
+    Observation,
+    RunningTask,
+    RunOutcome,
+    TaskStatus,
+    Verdict,
+)
+from watchers.settings import AutoHealSettings
+
+RATE_LIMIT_EXIT_CODE = 75  # EX_TEMPFAIL: Hermes workers exit with it on a provider quota wall
+EVIDENCE_TEXT_LIMIT = 240
+GUARD = "guard"
+
+
+def is_host_local(claim_lock: str | None, host: str, aliases: Iterable[str]) -> bool:
+    """A claim `<hostname>:<pid>` is ours when its hostname is this host or an alias."""
+    if not claim_lock or ":" not in claim_lock:
+        return False
+    claim_host = claim_lock.rsplit(":", 1)[0]
+    return claim_host == host or claim_host in set(aliases)
+
+
+def attempt_age(task: RunningTask, now: float) -> float | None:
+    if task.attempt_started_at is None:
+        return None
+    return max(0.0, now - task.attempt_started_at)
+
+
+def _age(ts: int | None, now: float) -> float | None:
+    return None if ts is None else round(max(0.0, now - ts), 1)
+
+
+def _expect(task: RunningTask) -> dict[str, Any]:
+    return {
+        "claim_lock": task.claim_lock,
+        "worker_pid": task.worker_pid,
+        "current_run_id": task.current_run_id,
+        "consecutive_failures": task.consecutive_failures,
+    }
+
+
+def _base_evidence(task: RunningTask, host: str, now: float) -> dict[str, Any]:
+    return {
+        "pid": task.worker_pid,
+        "claimer": task.claim_lock,
+        "host": host,
+        "run_id": task.current_run_id,
+        "assignee": task.assignee,
+        "attempt_age_seconds": _age(task.attempt_started_at, now),
+        "heartbeat_age_seconds": _age(task.last_heartbeat_at, now),
+        "failures_before": task.consecutive_failures,
+    }
+
+
+def _death_text(pid: int, obs: Observation) -> str:
+    """The run's error text, in the shapes Hermes writes, so its tools read it."""
+    if obs.verdict is Verdict.ZOMBIE and obs.signal is not None:
+        return f"pid {pid} killed by signal {obs.signal} (zombie, reaped by watchers)"
+    if obs.verdict is Verdict.ZOMBIE and obs.exit_code is not None:
+        return f"pid {pid} exited with code {obs.exit_code} (zombie, reaped by watchers)"
+    return f"pid {pid} not alive: {obs.detail} (reaped by watchers)"
+
+
+def _reap(
+    task: RunningTask, obs: Observation, snap: HealSnapshot, s: AutoHealSettings, now: float
+) -> Action:
+    assert task.worker_pid is not None
+    evidence = {**_base_evidence(task, snap.host, now), **obs.as_evidence()}
+    rate_limited = obs.verdict is Verdict.ZOMBIE and obs.exit_code == RATE_LIMIT_EXIT_CODE
+    if rate_limited:
+        # A quota wall is not the task's failure: Hermes requeues without counting it.
+        plan: dict[str, Any] = {
+            "new_status": TaskStatus.READY.value,
+            "outcome": RunOutcome.RATE_LIMITED.value,
+            "event_kind": "rate_limited",
+            "error": f"pid {task.worker_pid} exited rate-limited (quota wall) — "
+            "requeued without counting a failure",
+            "failures": task.consecutive_failures,
+            "record_error": True,
+            "trip": False,
+        }
+    else:
+        failures = task.consecutive_failures + 1
+        if task.max_retries is not None:
+            limit, source = task.max_retries, "task"
+        else:
+            limit, source = s.failure_limit, "watchers"
+        trip = failures >= limit
+        plan = {
+            "new_status": (TaskStatus.BLOCKED if trip else TaskStatus.READY).value,
+            "outcome": RunOutcome.CRASHED.value,
+            "event_kind": "crashed",
+            "error": _death_text(task.worker_pid, obs),
+            "failures": failures,
+            "record_error": True,
+            "trip": trip,
+            "effective_limit": limit,
+            "limit_source": source,
+        }
+        evidence["failures"] = failures
+        evidence["failure_limit"] = limit
+    plan["event_payload"] = {"pid": task.worker_pid, "claimer": task.claim_lock}
+    plan["metadata"] = {"pid": task.worker_pid, "claimer": task.claim_lock, **obs.as_evidence()}
+    if obs.exit_code is not None:
+        plan["event_payload"]["exit_code"] = obs.exit_code
+    if obs.signal is not None:
+        plan["event_payload"]["signal"] = obs.signal
+    return Action(
+        watcher=WATCHER,
+        board=snap.board,
+        task_id=task.task_id,
+        kind=ActionKind.REAP,
+        reason=f"worker_{obs.verdict.value}",
+        evidence=evidence,
+        expect=_expect(task),
+        plan=plan,
+    )
+
+
+def _reclaim(task: RunningTask, reason: str, snap: HealSnapshot, now: float) -> Action:
+    age = attempt_age(task, now)
+    shown = "an unknown time" if age is None else f"{age:.0f}s"
+    if reason == "no_claim":
+        error = f"running with no claim for {shown} (reclaimed by watchers)"
+    else:
+        error = f"no worker pid recorded {shown} after the claim (reclaimed by watchers)"
+    return Action(
+        watcher=WATCHER,
+        board=snap.board,
+        task_id=task.task_id,
+        kind=ActionKind.RECLAIM,
+        reason=reason,
+        evidence=_base_evidence(task, snap.host, now),
+        expect=_expect(task),
+        plan={
+            "new_status": TaskStatus.READY.value,
+            "outcome": RunOutcome.RECLAIMED.value,
+            "event_kind": "reclaimed",
+            "error": error,
+            "failures": task.consecutive_failures,
+            "record_error": False,
+            "trip": False,
+            "event_payload": {"reason": reason, "prev_lock": task.claim_lock},
+            "metadata": {"reason": reason},
+        },
+    )
+
+
+def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list[Action]:
+    actions: list[Action] = []
+    reaps: list[Action] = []
+    host_local = 0
+    for task in snap.running:
+        age = attempt_age(task, now)
+        past_grace = age is None or age >= s.start_grace_seconds
+        if task.claim_lock is None:
+            if past_grace:
+                actions.append(_reclaim(task, "no_claim", snap, now))
+            continue
+        if not is_host_local(task.claim_lock, snap.host, s.host_aliases):
+            continue  # remote: never judged by PID
+        host_local += 1
+        if not past_grace:
+            continue
+        if task.worker_pid is None:
+            actions.append(_reclaim(task, "no_pid", snap, now))
+            continue
+        obs = snap.observations.get(task.task_id)
+        if obs is not None and obs.verdict in DEAD_VERDICTS:
+            reaps.append(_reap(task, obs, snap, s, now))
+    if reaps and len(reaps) >= s.guard_min_tasks and len(reaps) > s.guard_max_share * host_local:
+        why = (
+            f"{GUARD}: {len(reaps)} of {host_local} host-local running tasks look dead "
+            f"(more than {s.guard_max_share:.0%}); holding every reap. Is the daemon in another "
+            "PID namespace than the workers?"
+        )
+        reaps = [r.with_hold(why) for r in reaps]
+    return actions + reaps
+
+
+def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list[Action]:
+    actions: list[Action] = []
+    for task in snap.gave_up:
+        infra, found = all_infra(task.failures, s)
+        if not infra:
+            continue  # task-caused (or unknown) failures are never reset
+        recent = [t for t in task.reset_times if now - t < s.reset_window_seconds]
+        evidence: dict[str, Any] = {
+            "failures": [
+                {
+                    "run_id": f.run_id,
+                    "outcome": f.outcome,
+                    "error": f.error[:EVIDENCE_TEXT_LIMIT],
+                    "rule": c.rule,
+                }
+                for f, c in zip(task.failures, found, strict=True)
+            ],
+            "resets_in_window": len(recent),
+            "reset_window_seconds": s.reset_window_seconds,
+            "gave_up_at": task.gave_up_at,
+        }
+        expect = {
+            "consecutive_failures": task.consecutive_failures,
+            "gave_up_event_id": task.gave_up_event_id,
+        }
+        if len(recent) >= s.max_resets:
+            if task.escalated:
+                continue
+            evidence["max_resets"] = s.max_resets
+            actions.append(
+                Action(
+                    watcher=WATCHER,
+                    board=snap.board,
+                    task_id=task.task_id,
+                    kind=ActionKind.ESCALATE,
+                    reason="reset_limit",
+                    evidence=evidence,
+                    expect=expect,
+                    plan={
+                        "comment": (
+                            f"kanban-watchers reset this task {len(recent)} times within "
+                            f"{s.reset_window_seconds:.0f}s after infrastructure failures "
+                            f"({', '.join(sorted({c.rule or '?' for c in found}))}) and it gave up "
+                            "again. It stays blocked: the environment needs a person."
+                        )
+                    },
+                )
+            )
+            continue
+        delay = compute_backoff(
+            len(recent),
+            s.reset_backoff_base_seconds,
+            s.reset_backoff_cap_seconds,
+            key=f"{task.task_id}:{task.gave_up_event_id}",
+        )
+        due = task.gave_up_at + delay
+        if now < due:
+            continue
+        evidence["backoff_seconds"] = round(delay, 1)
+        evidence["due_at"] = round(due, 1)
+        number = len(recent) + 1
+        rules = ", ".join(sorted({c.rule or "?" for c in found}))
+        actions.append(
+            Action(
+                watcher=WATCHER,
+                board=snap.board,
+                task_id=task.task_id,
+                kind=ActionKind.RESET,
+                reason="infra_crash_loop",
+                evidence=evidence,
+                expect=expect,
+                plan={
+                    "reset_number": number,
+                    "comment": (
+                        f"kanban-watchers reset this task to {{status}} (reset {number} of at most "
+                        f"{s.max_resets} per {s.reset_window_seconds:.0f}s): its last "
+                        f"{len(task.failures)} failure(s) were infrastructure ({rules}), not the "
+                        f"task. Waited {delay:.0f}s after the give-up."
+                    ),
+                },
+            )
+        )
+    return actions
+
+
+def decide(snapshot: HealSnapshot, settings: AutoHealSettings, now: float) -> list[Action]:
+    """Every auto-heal action for one board at `now`."""
+    return _reap_decisions(snapshot, settings, now) + _crash_loop_decisions(snapshot, settings, now)

@@ -1,0 +1,167 @@
+"""Builds auto-heal's snapshot of a board: the I/O half of a tick.
+
+It remembers, per board, an event cursor and the tasks whose latest state change is
+Hermes's breaker (`gave_up`), so a steady-state tick reads only new events instead
+of a board's whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.model import (
+    FAILURE_OUTCOMES,
+    FailureRecord,
+    GaveUpTask,
+    HealSnapshot,
+    RunningTask,
+    RunOutcome,
+    SkippedRow,
+)
+from watchers.probe import Probe, WorkerRef
+from watchers.settings import AutoHealSettings
+from watchers.store.board import (
+    ESCALATED,
+    STATUS_EVENT_KINDS,
+    BoardStore,
+    ResetHistory,
+    StatusEvent,
+)
+
+_HISTORY_SLACK = 10  # closed runs read beyond the failure count (neutral outcomes in between)
+
+
+@dataclass(slots=True)
+class _History:
+    failures: tuple[FailureRecord, ...]
+    resets: ResetHistory
+
+
+@dataclass(slots=True)
+class BoardObserver:
+    cursor: int | None = None
+    candidates: dict[str, StatusEvent] = field(default_factory=dict)
+    history: dict[tuple[str, int], _History] = field(default_factory=dict)
+
+    def snapshot(
+        self,
+        store: BoardStore,
+        probe: Probe,
+        settings: AutoHealSettings,
+        host: str,
+        now: float,
+    ) -> tuple[HealSnapshot, list[SkippedRow]]:
+        running, skipped = store.running_tasks()
+        observations = probe.observe(
+            self._refs(running, settings, host, now), settings.spawn_slack_seconds
+        )
+        gave_up = self._gave_up(store, settings)
+        return (
+            HealSnapshot(
+                board=store.slug,
+                host=host,
+                running=tuple(running),
+                observations=observations,
+                gave_up=gave_up,
+            ),
+            skipped,
+        )
+
+    @staticmethod
+    def _refs(
+        running: list[RunningTask], s: AutoHealSettings, host: str, now: float
+    ) -> list[WorkerRef]:
+        refs = []
+        for task in running:
+            if task.worker_pid is None or not is_host_local(task.claim_lock, host, s.host_aliases):
+                continue
+            age = attempt_age(task, now)
+            if age is not None and age < s.start_grace_seconds:
+                continue
+            refs.append(
+                WorkerRef(
+                    task_id=task.task_id,
+                    pid=task.worker_pid,
+                    run_id=task.current_run_id,
+                    claimed_at=task.attempt_started_at,
+                    worker_started_at=task.worker_started_at,
+                )
+            )
+        return refs
+
+    def _follow_events(self, store: BoardStore) -> None:
+        if self.cursor is None:
+            cursor = store.max_event_id()
+            for ev in store.latest_status_event_of_blocked(STATUS_EVENT_KINDS):
+                if ev.kind == "gave_up":
+                    self.candidates[ev.task_id] = ev
+            self.cursor = cursor
+        for ev in store.status_events_after(self.cursor, (*STATUS_EVENT_KINDS, ESCALATED)):
+            self.cursor = max(self.cursor, ev.event_id)
+            for key in [k for k in self.history if k[0] == ev.task_id]:
+                del self.history[key]
+            if ev.kind == ESCALATED:
+                continue
+            if ev.kind == "gave_up":
+                self.candidates[ev.task_id] = ev
+            else:
+                self.candidates.pop(ev.task_id, None)
+
+    def _gave_up(self, store: BoardStore, s: AutoHealSettings) -> tuple[GaveUpTask, ...]:
+        self._follow_events(store)
+        if not self.candidates:
+            return ()
+        states = store.task_states(list(self.candidates))
+        out = []
+        for task_id, ev in list(self.candidates.items()):
+            state = states.get(task_id)
+            if state is None:  # deleted
+                self.candidates.pop(task_id, None)
+                continue
+            status, failures = state
+            if status != "blocked":
+                continue
+            key = (task_id, ev.event_id)
+            hist = self.history.get(key)
+            if hist is None:
+                hist = _History(
+                    failures=self._failures(store, task_id, failures),
+                    resets=store.reset_history(
+                        task_id, int(ev.created_at - s.reset_window_seconds), ev.event_id
+                    ),
+                )
+                self.history[key] = hist
+            out.append(
+                GaveUpTask(
+                    task_id=task_id,
+                    consecutive_failures=failures,
+                    gave_up_event_id=ev.event_id,
+                    gave_up_at=ev.created_at,
+                    failures=hist.failures,
+                    reset_times=hist.resets.reset_times,
+                    escalated=hist.resets.escalated,
+                )
+            )
+        return tuple(out)
+
+    @staticmethod
+    def _failures(store: BoardStore, task_id: str, counted: int) -> tuple[FailureRecord, ...]:
+        """The failed attempts behind the give-up: newest first, as many as Hermes
+        counted, stopping at a completion."""
+        needed = max(counted, 1)
+        found: list[FailureRecord] = []
+        for run in store.failure_history(task_id, needed + _HISTORY_SLACK):
+            if run.outcome == RunOutcome.COMPLETED:
+                break
+            if run.outcome in FAILURE_OUTCOMES:
+                found.append(run)
+                if len(found) >= needed:
+                    break
+        if not found:
+            text = store.last_failure_error(task_id)
+            if text:
+                found.append(
+                    FailureRecord(run_id=None, outcome=RunOutcome.GAVE_UP.value, error=text)
+                )
+        return tuple(found)

@@ -1,0 +1,259 @@
+"""The `watchers` command. Names, flags and exit codes here are a contract.
+
+Exit codes: 0 ok; 66 a board is missing, unreadable or not a Hermes board; 78 invalid
+configuration; 1 anything unexpected, or a tick that failed (one-line reason on
+stderr, traceback in the log); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from watchers import AVAILABLE_WATCHERS, WATCHER_NAMES, __version__
+from watchers.boards import discover_boards
+from watchers.clock import SystemClock
+from watchers.daemon import Daemon, enabled_watchers
+from watchers.demo.run import run_demo
+from watchers.errors import BoardError, ConfigError, UsageError, WatchersError
+from watchers.exitcodes import ExitCode
+from watchers.logs import configure_logging
+from watchers.model import Outcome, Result, TickReport
+from watchers.probe import ProcessProbe
+from watchers.runner import run_tick
+from watchers.settings import Settings, load_settings
+from watchers.status import board_status, render_status
+from watchers.store.board import BoardStore
+from watchers.store.schema import create_board
+
+log = structlog.get_logger("watchers.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="watchers",
+        description="Self-healing watchers for Hermes Agent Kanban boards.",
+    )
+    p.add_argument("--version", action="version", version=f"kanban-watchers {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def boards(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--board",
+            action="append",
+            type=Path,
+            default=[],
+            metavar="PATH",
+            help="a board's kanban.db (repeatable); default: discovered as Hermes does",
+        )
+
+    def config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    boards(run)
+    config(run)
+
+    once = sub.add_parser(
+        "once", help="one tick of each enabled (or the named) watcher over each board"
+    )
+    boards(once)
+    config(once)
+    once.add_argument(
+        "--watcher", metavar="NAME", help=f"only this watcher ({', '.join(WATCHER_NAMES)})"
+    )
+    once.add_argument("--dry-run", action="store_true", help="decide and print, change nothing")
+    once.add_argument("--json", action="store_true", help="print a JSON array of actions")
+
+    status = sub.add_parser(
+        "status", help="tasks by status and every running task's worker verdict"
+    )
+    boards(status)
+    config(status)
+    status.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check-config", help="validate and print the effective settings")
+    config(check)
+
+    sub.add_parser("demo", help="heal a live demo board (no Hermes needed)")
+
+    init = sub.add_parser("init-board", help="create an empty Hermes-compatible board")
+    init.add_argument("path", type=Path)
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _check_watcher(name: str | None) -> None:
+    if name is None:
+        return
+    if name not in WATCHER_NAMES:
+        raise UsageError(f"unknown watcher {name!r} (known: {', '.join(WATCHER_NAMES)})")
+    if name not in AVAILABLE_WATCHERS:
+        raise UsageError(
+            f"watcher {name!r} is not available in this release "
+            f"(available: {', '.join(AVAILABLE_WATCHERS)})"
+        )
+
+
+def _open_boards(
+    args: argparse.Namespace, settings: Settings, readonly: bool
+) -> tuple[list[BoardStore], list[BoardError]]:
+    paths, source = discover_boards(args.board, settings.boards)
+    if not paths:
+        raise BoardError(Path(source.removeprefix("boards under ")), "no Hermes boards found there")
+    stores, errors = [], []
+    for path in paths:
+        try:
+            stores.append(
+                BoardStore.open(
+                    path, busy_timeout=settings.store.busy_timeout_seconds, readonly=readonly
+                )
+            )
+        except BoardError as exc:
+            errors.append(exc)
+    return stores, errors
+
+
+def _line(o: Outcome) -> str:
+    a = o.action
+    ev = a.evidence
+    bits = [a.watcher, a.board, a.task_id, a.kind.value, a.reason, o.result.value]
+    extra = []
+    if ev.get("pid") is not None:
+        extra.append(f"pid {ev['pid']}")
+    if ev.get("seen"):
+        extra.append(str(ev["seen"]))
+    if ev.get("failures") is not None and isinstance(ev["failures"], int):
+        extra.append(f"failures {ev['failures']}/{ev.get('failure_limit')}")
+    if o.result in (Result.HELD, Result.FAILED) and o.detail:
+        extra.append(o.detail)
+    return " ".join(bits) + (f"  ({'; '.join(extra)})" if extra else "")
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    _check_watcher(args.watcher)
+    settings = _settings(args)
+    configure_logging(settings.log.level, settings.log.format)
+    stores, errors = _open_boards(args, settings, readonly=args.dry_run)
+    for err in errors:
+        print(f"watchers: {err}", file=sys.stderr)
+    probe = ProcessProbe(settings.hostname)
+    clock = SystemClock()
+    reports: list[TickReport] = []
+    try:
+        for store in stores:
+            for watcher in enabled_watchers(settings, probe, args.watcher):
+                reports.append(run_tick(watcher, store, settings, clock, dry_run=args.dry_run))
+    finally:
+        for store in stores:
+            store.close()
+        probe.close()
+    outcomes = [o for r in reports for o in r.outcomes]
+    if args.json:
+        print(json.dumps([o.as_record() for o in outcomes], indent=2, default=str))
+    else:
+        for o in outcomes:
+            print(_line(o))
+        if any(o.result is Result.HELD for o in outcomes):
+            print("guard: actions were held back; see the log", file=sys.stderr)
+    failed = [r for r in reports if r.error]
+    for r in failed:
+        print(f"watchers: {r.watcher} on {r.board}: tick failed: {r.error}", file=sys.stderr)
+    if errors:
+        return ExitCode.NO_INPUT
+    return ExitCode.UNEXPECTED if failed else ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log.level, settings.log.format)
+    stores, errors = _open_boards(args, settings, readonly=True)
+    for err in errors:
+        print(f"watchers: {err}", file=sys.stderr)
+    probe = ProcessProbe(settings.hostname)
+    now = SystemClock().now()
+    out: list[dict[str, Any]] = []
+    try:
+        for store in stores:
+            try:
+                out.append(board_status(store, probe, settings, now))
+            except WatchersError as exc:
+                print(f"watchers: {exc}", file=sys.stderr)
+                errors.append(BoardError(store.path, str(exc)))
+    finally:
+        for store in stores:
+            store.close()
+        probe.close()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print("\n\n".join(render_status(d) for d in out))
+    return ExitCode.NO_INPUT if errors else ExitCode.OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.masked(), indent=2))
+    print("configuration ok", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log.level, settings.log.format)
+    daemon = Daemon(lambda: load_settings(args.config), args.board)
+    return daemon.run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return int(run_demo())
+
+
+def cmd_init_board(args: argparse.Namespace) -> int:
+    try:
+        create_board(args.path)
+    except FileExistsError:
+        print(f"watchers: {args.path} already exists", file=sys.stderr)
+        return ExitCode.NO_INPUT
+    print(f"created empty board {args.path}")
+    return ExitCode.OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "once": cmd_once,
+    "status": cmd_status,
+    "check-config": cmd_check_config,
+    "demo": cmd_demo,
+    "init-board": cmd_init_board,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging()  # until the settings are read: nothing may reach stdout
+    try:
+        return int(COMMANDS[args.command](args))
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"watchers: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except (ConfigError, BoardError) as exc:
+        print(f"watchers: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.UNEXPECTED
+    except Exception as exc:
+        log.exception("unexpected error", command=args.command)
+        print(f"watchers: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.UNEXPECTED

@@ -1,0 +1,312 @@
+"""The long-running daemon: one scheduled job per (watcher, board).
+
+Signal handlers only set flags and wake the main thread; the main thread reloads
+(SIGHUP) or shuts down (SIGTERM/SIGINT), letting a running tick finish within a
+bounded time. A failing tick is reported and retried on the next interval; a hung
+one stays visible through `last_success` (health and metrics build on it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from watchers.autoheal.watcher import AutoHeal
+from watchers.boards import discover_boards
+from watchers.clock import Clock, SystemClock
+from watchers.errors import BoardError, ConfigError
+from watchers.model import TickReport
+from watchers.probe import Probe, ProcessProbe
+from watchers.runner import Watcher, run_tick
+from watchers.settings import Settings
+from watchers.store.board import BoardStore, board_slug
+
+log = structlog.get_logger("watchers.daemon")
+
+
+@dataclass(slots=True)
+class _Job:
+    watcher: Watcher
+    path: Path
+    store: BoardStore | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ticks: int = 0
+
+
+def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) -> list[Watcher]:
+    watchers: list[Watcher] = []
+    if settings.auto_heal.enabled or only == AutoHeal.name:
+        watchers.append(AutoHeal(probe))
+    if only is not None:
+        watchers = [w for w in watchers if w.name == only]
+    return watchers
+
+
+def interval_of(settings: Settings, watcher: str) -> tuple[float, float]:
+    if watcher == AutoHeal.name:
+        return settings.auto_heal.interval_seconds, settings.auto_heal.jitter_seconds
+    raise KeyError(watcher)
+
+
+class Daemon:
+    def __init__(
+        self,
+        load: Callable[[], Settings],
+        board_args: Sequence[Path] = (),
+        *,
+        clock: Clock | None = None,
+        probe: Probe | None = None,
+        on_report: Callable[[TickReport], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._board_args = list(board_args)
+        self.settings = load()
+        self.clock = clock or SystemClock()
+        self.probe = probe or ProcessProbe(self.settings.hostname)
+        self._listeners: list[Callable[[TickReport], None]] = [on_report] if on_report else []
+        self._jobs: dict[str, _Job] = {}
+        self._wake = threading.Event()
+        self._stop = False
+        self._reload = False
+        self._scheduler: BackgroundScheduler | None = None
+        self.last_success: dict[tuple[str, str], float] = {}
+        self.last_report: dict[tuple[str, str], TickReport] = {}
+        self.first_round = threading.Event()
+        self._state_lock = threading.Lock()
+
+    # -- seams -------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[TickReport], None]) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def boards(self) -> list[Path]:
+        return sorted({job.path for job in self._jobs.values()})
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    # -- boards ------------------------------------------------------------------
+
+    def resolve_boards(self, settings: Settings) -> tuple[list[Path], bool]:
+        """Board paths, and whether they were named (named boards must open)."""
+        paths, source = discover_boards(self._board_args, settings.boards)
+        named = source in ("--board", "the boards setting")
+        if not paths:
+            raise BoardError(
+                Path(source.removeprefix("boards under ")), "no Hermes boards found there"
+            )
+        return paths, named
+
+    def check_boards(self, settings: Settings) -> list[Path]:
+        paths, named = self.resolve_boards(settings)
+        usable = []
+        for path in paths:
+            try:
+                BoardStore.open(
+                    path, busy_timeout=settings.store.busy_timeout_seconds, readonly=True
+                ).close()
+                usable.append(path)
+            except BoardError as exc:
+                if named:
+                    raise
+                log.error("board unusable; will retry each tick", board=str(path), error=str(exc))
+                usable.append(path)
+        return usable
+
+    # -- the job -------------------------------------------------------------------
+
+    def _tick(self, key: str) -> None:
+        job = self._jobs.get(key)
+        if job is None:
+            return
+        with job.lock:
+            job.ticks += 1
+            settings = self.settings
+            with structlog.contextvars.bound_contextvars(
+                watcher=job.watcher.name, board=str(job.path), tick=job.ticks
+            ):
+                report = self._run_job(job, settings)
+        with self._state_lock:
+            self.last_report[(report.watcher, report.board)] = report
+            if report.ok:
+                self.last_success[(report.watcher, report.board)] = report.started_at
+            if not self.first_round.is_set() and all(j.ticks > 0 for j in self._jobs.values()):
+                self.first_round.set()
+        for listener in self._listeners:
+            try:
+                listener(report)
+            except Exception:
+                log.exception("report listener failed")
+
+    def _run_job(self, job: _Job, settings: Settings) -> TickReport:
+        if job.store is None:
+            try:
+                job.store = BoardStore.open(
+                    job.path, busy_timeout=settings.store.busy_timeout_seconds
+                )
+            except BoardError as exc:
+                now = self.clock.now()
+                report = TickReport(
+                    job.watcher.name, board_slug(job.path), now, 0.0, error=str(exc)
+                )
+                log.error("board unusable", error=str(exc))
+                return report
+        report = run_tick(job.watcher, job.store, settings, self.clock)
+        if report.error and not report.transient:
+            job.store.close()  # reopen next tick: the file may have been replaced
+            job.store = None
+        return report
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def _schedule(
+        self, scheduler: BackgroundScheduler, settings: Settings, paths: list[Path]
+    ) -> None:
+        for key in list(self._jobs):
+            scheduler.remove_job(key)
+            job = self._jobs.pop(key)
+            if job.store is not None:
+                with job.lock:
+                    job.store.close()
+        self.probe.close()
+        watchers = enabled_watchers(settings, self.probe)
+        now = datetime.now(UTC)
+        for watcher in watchers:
+            interval, jitter = interval_of(settings, watcher.name)
+            for path in paths:
+                key = f"{watcher.name}:{path}"
+                self._jobs[key] = _Job(watcher, path)
+                scheduler.add_job(
+                    self._tick,
+                    "interval",
+                    args=(key,),
+                    id=key,
+                    name=key,
+                    seconds=interval,
+                    jitter=jitter or None,
+                    next_run_time=now,
+                )
+        log.info(
+            "scheduled",
+            watchers=[w.name for w in watchers],
+            boards=[str(p) for p in paths],
+        )
+
+    def _make_scheduler(self, settings: Settings, jobs: int) -> BackgroundScheduler:
+        return BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(max_workers=max(2, min(16, jobs)))},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(settings.daemon.misfire_grace_seconds),
+            },
+        )
+
+    # -- main loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT. Returns the exit code."""
+        settings = self.settings
+        paths = self.check_boards(settings)
+        previous = self._install_signals()
+        scheduler = self._make_scheduler(settings, len(paths) * 3)
+        self._scheduler = scheduler
+        self._schedule(scheduler, settings, paths)
+        scheduler.start()
+        log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
+        try:
+            while not self._stop:
+                self._wake.wait()
+                self._wake.clear()
+                if self._reload and not self._stop:
+                    self._reload = False
+                    self._do_reload(scheduler)
+        finally:
+            code = self._shutdown(scheduler)
+            self._restore_signals(previous)
+        return code
+
+    def _do_reload(self, scheduler: BackgroundScheduler) -> None:
+        try:
+            settings = self._load()
+            paths = self.check_boards(settings)
+        except (ConfigError, BoardError) as exc:
+            log.error("reload refused; keeping the running configuration", error=str(exc))
+            return
+        self.settings = settings
+        self._schedule(scheduler, settings, paths)
+        log.info("configuration reloaded")
+
+    def _shutdown(self, scheduler: BackgroundScheduler) -> int:
+        log.info("stopping: letting running ticks finish")
+        timeout = self.settings.daemon.shutdown_timeout_seconds
+        done = threading.Event()
+
+        def stop() -> None:
+            scheduler.shutdown(wait=True)
+            done.set()
+
+        threading.Thread(target=stop, name="shutdown", daemon=True).start()
+        if not done.wait(timeout):
+            log.error("a tick did not finish in time; exiting anyway", timeout_seconds=timeout)
+            return 1
+        for job in self._jobs.values():
+            if job.store is not None:
+                job.store.close()
+        self.probe.close()
+        log.info("stopped")
+        return 0
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self.request_stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.request_reload()
+
+        previous: dict[int, Any] = {}
+        for sig, handler in (
+            (signal.SIGTERM, on_stop),
+            (signal.SIGINT, on_stop),
+            (signal.SIGHUP, on_hup),
+        ):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until true or `timeout` seconds pass (for callers outside the
+    daemon that watch its progress, such as the demo)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

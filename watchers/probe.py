@@ -1,0 +1,297 @@
+"""The one OS seam: whether a running task's worker process is still its worker.
+
+Only this module touches psutil, /proc and process file descriptors. Tests swap in
+`StaticProbe` for the decision layer and run `ProcessProbe` against real processes.
+
+How a worker is judged (the first matching layer wins):
+- GONE    no process has that PID;
+- ZOMBIE  the process exited and its parent has not reaped it;
+- REUSED  a process has that PID but it is not the worker: it started well after the
+          attempt was claimed (or before it), its start time differs from the
+          recorded `worker_started_at`, or its readable command line lacks the task id;
+- UNKNOWN we may not inspect it (permissions);
+- ALIVE   otherwise.
+
+Once a worker is verified ALIVE the probe keeps a pidfd for it: a pidfd names that
+one process, never a later process with the same PID, and one poll() over all of
+them answers "who exited?" for a thousand workers in well under a millisecond.
+Where pidfds are unavailable it compares /proc/<pid>/stat's start time instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import select
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from watchers.model import Observation, Verdict
+
+_BORN_BEFORE_CLAIM_TOLERANCE = 2.0  # claim times are whole seconds; process start times are not
+_FINGERPRINT_TOLERANCE = 1.0
+_FD_RESERVE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRef:
+    """What the board says about one host-local worker."""
+
+    task_id: str
+    pid: int
+    run_id: int | None
+    claimed_at: int | None  # the attempt's claim time (task_runs.started_at)
+    worker_started_at: float | None = None
+
+
+class Probe(Protocol):
+    hostname: str
+
+    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
+        """An observation per task id in `refs`."""
+
+    def close(self) -> None: ...
+
+
+class StaticProbe:
+    """A probe that answers from a table: for decision tests and the demo's dry runs."""
+
+    def __init__(
+        self, verdicts: Mapping[str, Observation] | None = None, hostname: str = "testhost"
+    ) -> None:
+        self.hostname = hostname
+        self.verdicts = dict(verdicts or {})
+
+    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
+        return {
+            r.task_id: self.verdicts.get(r.task_id, Observation(Verdict.ALIVE, "static"))
+            for r in refs
+        }
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Watch:
+    pid: int
+    create_time: float
+    stat_start: int | None  # /proc/<pid>/stat field 22, for the no-pidfd path
+    pidfd: int | None
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat from field 3 (state) on, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    return data.rsplit(b")", 1)[-1].decode("ascii", "replace").split()
+
+
+def _zombie_exit(pid: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) of a zombie, from /proc/<pid>/stat field 52 when readable.
+
+    The kernel shows 0 when we lack permission, so 0 is taken as 'not known'."""
+    fields = _read_stat(pid)
+    if fields is None or len(fields) <= 49:
+        return None, None
+    try:
+        status = int(fields[49])
+    except ValueError:
+        return None, None
+    if status == 0:
+        return None, None
+    if status & 0x7F:
+        return None, status & 0x7F
+    return (status >> 8) & 0xFF, None
+
+
+def _zombie_observation(pid: int, started: float | None) -> Observation:
+    code, sig = _zombie_exit(pid)
+    if sig is not None:
+        detail = f"zombie: killed by signal {sig}, not reaped by its parent"
+    elif code is not None:
+        detail = f"zombie: exited with code {code}, not reaped by its parent"
+    else:
+        detail = "zombie: exited, not reaped by its parent"
+    return Observation(
+        Verdict.ZOMBIE, detail, exit_code=code, signal=sig, process_started_at=started
+    )
+
+
+class ProcessProbe:
+    """Judges host-local workers by their real processes."""
+
+    def __init__(self, hostname: str | None = None) -> None:
+        self.hostname = hostname or socket.gethostname()
+        self._lock = threading.Lock()
+        self._watches: dict[tuple[str, int, int | None], _Watch] = {}
+        self._by_fd: dict[int, tuple[str, int, int | None]] = {}
+        self._poll = select.poll()
+        self._pidfd_ok = hasattr(os, "pidfd_open")
+        self._fd_budget = self._raise_fd_limit()
+        self._clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _raise_fd_limit() -> int:
+        """Watching a thousand workers takes a thousand descriptors; ask for them."""
+        try:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            want = hard if hard != resource.RLIM_INFINITY else 65536
+            want = min(want, 65536)
+            if soft != resource.RLIM_INFINITY and soft < want:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            limit = soft if soft != resource.RLIM_INFINITY else 65536
+        except (ValueError, OSError):
+            limit = 1024
+        return max(0, int(limit) - _FD_RESERVE)
+
+    # -- public ------------------------------------------------------------------
+
+    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
+        with self._lock:
+            wanted = {(r.task_id, r.pid, r.run_id) for r in refs}
+            for key in [k for k in self._watches if k not in wanted]:
+                self._unwatch(key)
+            exited = self._exited()
+            out: dict[str, Observation] = {}
+            for ref in refs:
+                key = (ref.task_id, ref.pid, ref.run_id)
+                watch = self._watches.get(key)
+                if watch is not None and key not in exited and self._still_same(watch):
+                    out[ref.task_id] = Observation(
+                        Verdict.ALIVE, "verified worker", process_started_at=watch.create_time
+                    )
+                    continue
+                if watch is not None:
+                    self._unwatch(key)
+                obs = self.inspect(ref, spawn_slack)
+                if obs.verdict is Verdict.ALIVE and obs.process_started_at is not None:
+                    self._watch(key, ref.pid, obs.process_started_at)
+                out[ref.task_id] = obs
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            for key in list(self._watches):
+                self._unwatch(key)
+
+    @property
+    def watching(self) -> int:
+        return len(self._watches)
+
+    # -- the full check ------------------------------------------------------------
+
+    def inspect(self, ref: WorkerRef, spawn_slack: float) -> Observation:
+        """Judge one worker from scratch (no cache)."""
+        try:
+            proc = psutil.Process(ref.pid)
+            with proc.oneshot():
+                status = proc.status()
+                started = proc.create_time()
+        except psutil.ZombieProcess:
+            return _zombie_observation(ref.pid, None)
+        except psutil.NoSuchProcess:
+            return Observation(Verdict.GONE, "no such process")
+        except psutil.AccessDenied:
+            return Observation(Verdict.UNKNOWN, "not permitted to inspect the process")
+        if status == psutil.STATUS_ZOMBIE:
+            return _zombie_observation(ref.pid, started)
+
+        reused = self._identity_mismatch(ref, started, spawn_slack)
+        if reused:
+            return Observation(Verdict.REUSED, reused, process_started_at=started)
+        try:
+            cmdline = proc.cmdline()
+        except psutil.ZombieProcess:
+            return _zombie_observation(ref.pid, started)
+        except psutil.NoSuchProcess:
+            return Observation(Verdict.GONE, "no such process (exited while inspected)")
+        except psutil.AccessDenied:
+            cmdline = []  # unreadable: judged by start time alone
+        if cmdline and not any(ref.task_id in part for part in cmdline):
+            shown = " ".join(cmdline)[:80]
+            return Observation(
+                Verdict.REUSED,
+                f"pid now runs a command without {ref.task_id}: {shown!r}",
+                process_started_at=started,
+            )
+        return Observation(Verdict.ALIVE, "verified worker", process_started_at=started)
+
+    @staticmethod
+    def _identity_mismatch(ref: WorkerRef, started: float, spawn_slack: float) -> str | None:
+        if ref.worker_started_at is not None:
+            if abs(started - ref.worker_started_at) > _FINGERPRINT_TOLERANCE:
+                return (
+                    f"pid started at {started:.0f}, the worker started at "
+                    f"{ref.worker_started_at:.0f} (worker_started_at)"
+                )
+            return None
+        if ref.claimed_at is None:
+            return None
+        if started > ref.claimed_at + spawn_slack:
+            late = started - ref.claimed_at
+            return f"pid now belongs to a process started {late:.0f}s after the claim"
+        if started < ref.claimed_at - _BORN_BEFORE_CLAIM_TOLERANCE:
+            early = ref.claimed_at - started
+            return f"pid now belongs to a process started {early:.0f}s before the claim"
+        return None
+
+    # -- the watch cache ------------------------------------------------------------
+
+    def _watch(self, key: tuple[str, int, int | None], pid: int, create_time: float) -> None:
+        fields = _read_stat(pid)
+        stat_start = int(fields[19]) if fields and len(fields) > 19 else None
+        pidfd: int | None = None
+        if self._pidfd_ok and len(self._by_fd) < self._fd_budget:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+                    self._pidfd_ok = False
+                pidfd = None
+            if pidfd is not None:
+                # the PID could have been recycled between inspection and pidfd_open
+                fresh = _read_stat(pid)
+                if not fresh or len(fresh) <= 19 or int(fresh[19]) != stat_start:
+                    os.close(pidfd)
+                    return
+                self._poll.register(pidfd, select.POLLIN)
+                self._by_fd[pidfd] = key
+        self._watches[key] = _Watch(pid, create_time, stat_start, pidfd)
+
+    def _unwatch(self, key: tuple[str, int, int | None]) -> None:
+        watch = self._watches.pop(key, None)
+        if watch is None or watch.pidfd is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(watch.pidfd)
+        self._by_fd.pop(watch.pidfd, None)
+        os.close(watch.pidfd)
+
+    def _exited(self) -> set[tuple[str, int, int | None]]:
+        if not self._by_fd:
+            return set()
+        return {self._by_fd[fd] for fd, _ in self._poll.poll(0) if fd in self._by_fd}
+
+    @staticmethod
+    def _still_same(watch: _Watch) -> bool:
+        if watch.pidfd is not None:
+            return True  # the poll already said it has not exited
+        fields = _read_stat(watch.pid)
+        if fields is None or len(fields) <= 19:
+            return False
+        return fields[0] != "Z" and int(fields[19]) == watch.stat_start

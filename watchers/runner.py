@@ -1,0 +1,142 @@
+"""Runs one watcher tick over one board: observe -> decide -> apply -> announce.
+
+Commit first, then announce: outcomes are logged only after their transaction
+committed (or was refused). A failing tick is reported, never raised: the daemon
+stays up and the next tick retries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from watchers.clock import Clock
+from watchers.errors import StoreBusy, WatchersError
+from watchers.model import Action, Outcome, Result, SkippedRow, TickReport
+from watchers.settings import Settings
+from watchers.store.board import BoardStore
+
+log = structlog.get_logger("watchers")
+
+
+class Watcher(Protocol):
+    name: str
+
+    def plan(
+        self, store: BoardStore, settings: Settings, now: float
+    ) -> tuple[list[Action], list[SkippedRow]]:
+        """Observe the board and decide; no writes."""
+
+
+def execute(
+    store: BoardStore, actions: Sequence[Action], now: float, dry_run: bool
+) -> list[Outcome]:
+    """Apply each action in its own short transaction; one failure does not stop the rest."""
+    outcomes = []
+    for action in actions:
+        if action.held:
+            outcomes.append(Outcome(action, Result.HELD, action.held))
+            continue
+        if dry_run:
+            outcomes.append(Outcome(action, Result.DRY_RUN))
+            continue
+        try:
+            applied = store.apply(action, int(now))
+        except WatchersError as exc:
+            outcomes.append(Outcome(action, Result.FAILED, str(exc)))
+            continue
+        outcomes.append(Outcome(action, Result.APPLIED if applied else Result.RACE_LOST))
+    return outcomes
+
+
+def announce(report: TickReport) -> None:
+    for row in report.skipped:
+        log.warning(
+            "row skipped",
+            board=row.board,
+            table=row.table,
+            task=row.task_id,
+            problem=row.problem,
+            watcher=report.watcher,
+        )
+    held = [o for o in report.outcomes if o.result is Result.HELD]
+    if held:
+        log.error(
+            "guard tripped: holding actions",
+            watcher=report.watcher,
+            board=report.board,
+            held=len(held),
+            why=held[0].detail,
+        )
+    for o in report.outcomes:
+        a = o.action
+        fields = dict(
+            watcher=a.watcher,
+            board=a.board,
+            task=a.task_id,
+            action=a.kind.value,
+            reason=a.reason,
+            result=o.result.value,
+            evidence=dict(a.evidence),
+        )
+        if o.result is Result.FAILED:
+            log.warning("action failed", detail=o.detail, **fields)
+        elif o.result is not Result.HELD:
+            log.info("action", **fields)
+    if report.error:
+        (log.warning if report.transient else log.error)(
+            "tick failed",
+            watcher=report.watcher,
+            board=report.board,
+            error=report.error,
+            transient=report.transient,
+        )
+
+
+def run_tick(
+    watcher: Watcher,
+    store: BoardStore,
+    settings: Settings,
+    clock: Clock,
+    *,
+    dry_run: bool = False,
+    on_report: Callable[[TickReport], None] | None = None,
+) -> TickReport:
+    started = clock.now()
+    t0 = time.perf_counter()
+    try:
+        actions, skipped = watcher.plan(store, settings, started)
+        outcomes = execute(store, actions, clock.now(), dry_run)
+        report = TickReport(
+            watcher=watcher.name,
+            board=store.slug,
+            started_at=started,
+            duration_seconds=time.perf_counter() - t0,
+            outcomes=tuple(outcomes),
+            skipped=tuple(skipped),
+        )
+    except WatchersError as exc:
+        report = TickReport(
+            watcher=watcher.name,
+            board=store.slug,
+            started_at=started,
+            duration_seconds=time.perf_counter() - t0,
+            error=str(exc),
+            transient=isinstance(exc, StoreBusy),
+        )
+    except Exception as exc:  # a bug must not kill the daemon; the traceback goes to the log
+        log.exception("tick crashed", watcher=watcher.name, board=store.slug)
+        report = TickReport(
+            watcher=watcher.name,
+            board=store.slug,
+            started_at=started,
+            duration_seconds=time.perf_counter() - t0,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    announce(report)
+    if on_report is not None:
+        on_report(report)
+    return report

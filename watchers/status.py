@@ -1,0 +1,97 @@
+"""`watchers status`: what a board looks like to the daemon, without changing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.model import KNOWN_STATUSES, Observation, TaskStatus, Verdict
+from watchers.probe import Probe, WorkerRef
+from watchers.settings import Settings
+from watchers.store.board import BoardStore
+
+
+def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float) -> dict[str, Any]:
+    counts, skipped_counts = store.status_counts()
+    running, skipped = store.running_tasks()
+    host = settings.hostname or probe.hostname
+    aliases = settings.auto_heal.host_aliases
+    refs = [
+        WorkerRef(
+            t.task_id, t.worker_pid, t.current_run_id, t.attempt_started_at, t.worker_started_at
+        )
+        for t in running
+        if t.worker_pid is not None and is_host_local(t.claim_lock, host, aliases)
+    ]
+    seen = probe.observe(refs, settings.auto_heal.spawn_slack_seconds)
+    rows = []
+    for t in sorted(running, key=lambda t: t.task_id):
+        obs: Observation | None = seen.get(t.task_id)
+        if t.claim_lock is None:
+            verdict, detail = "unclaimed", "running with no claim"
+        elif not is_host_local(t.claim_lock, host, aliases):
+            verdict, detail = Verdict.REMOTE.value, f"claimed on {t.claim_host}"
+        elif obs is None:
+            verdict, detail = "no-pid", "no worker pid recorded"
+        else:
+            verdict, detail = obs.verdict.value, obs.detail
+        age = attempt_age(t, now)
+        rows.append(
+            {
+                "task_id": t.task_id,
+                "assignee": t.assignee,
+                "pid": t.worker_pid,
+                "claim_lock": t.claim_lock,
+                "verdict": verdict,
+                "detail": detail,
+                "attempt_age_seconds": None if age is None else round(age, 1),
+                "heartbeat_age_seconds": (
+                    None
+                    if t.last_heartbeat_at is None
+                    else round(max(0.0, now - t.last_heartbeat_at), 1)
+                ),
+                "consecutive_failures": t.consecutive_failures,
+            }
+        )
+    return {
+        "board": store.slug,
+        "path": str(store.path),
+        "host": host,
+        "tasks": {s.value: counts.get(s.value, 0) for s in TaskStatus},
+        "running": rows,
+        "skipped": [
+            {"task_id": r.task_id, "problem": r.problem} for r in (*skipped_counts, *skipped)
+        ],
+    }
+
+
+def _fmt_age(value: float | None) -> str:
+    if value is None:
+        return "never"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [f"board {data['board']}  ({data['path']})  host {data['host']}"]
+    counts = "  ".join(f"{k} {v}" for k, v in data["tasks"].items() if k in KNOWN_STATUSES)
+    lines.append(f"  tasks: {counts}")
+    if data["running"]:
+        lines.append(
+            f"  {'task':<12} {'assignee':<14} {'pid':>7}  {'worker':<9} "
+            f"{'heartbeat':>9} {'attempt':>8}  detail"
+        )
+        for r in data["running"]:
+            lines.append(
+                f"  {r['task_id']:<12} {(r['assignee'] or '-')[:14]:<14} {r['pid'] or '-'!s:>7}  "
+                f"{r['verdict']:<9} {_fmt_age(r['heartbeat_age_seconds']):>9} "
+                f"{_fmt_age(r['attempt_age_seconds']):>8}  {r['detail']}"
+            )
+    else:
+        lines.append("  no running tasks")
+    for s in data["skipped"]:
+        lines.append(f"  skipped: {s['task_id'] or '-'}: {s['problem']}")
+    return "\n".join(lines)

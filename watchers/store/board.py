@@ -1,0 +1,656 @@
+"""One Hermes board file, read and written safely beside Hermes's own dispatcher.
+
+Rules this module keeps (see the board facts in the README):
+- every write is one short `BEGIN IMMEDIATE` transaction holding all of one action's
+  rows (task, run, events, comment), or nothing;
+- every transition is a compare-and-swap on what was read, and counts only when
+  exactly one row changed;
+- a locked board is a transient error (StoreBusy); the next tick retries;
+- a row that cannot be decoded is skipped and reported, never fatal;
+- Hermes's `<db>.dispatch.lock` is never taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchers.errors import BoardError, WatchersError, classify_sqlite_error
+from watchers.model import (
+    KNOWN_STATUSES,
+    Action,
+    ActionKind,
+    FailureRecord,
+    RunningTask,
+    SkippedRow,
+)
+from watchers.store.schema import REQUIRED_TABLES, REQUIRED_TASK_COLUMNS
+
+AUTHOR = "watchers"
+"""`created_by` / comment author / payload `by` for everything the daemon writes."""
+
+ERROR_TEXT_LIMIT = 500  # Hermes caps last_failure_error at 500 characters
+
+STATUS_EVENT_KINDS = (
+    "gave_up",
+    "blocked",
+    "unblocked",
+    "claimed",
+    "completed",
+    "archived",
+    "promoted",
+    "reclaimed",
+    "crashed",
+    "timed_out",
+    "rate_limited",
+    "spawn_failed",
+    "stale",
+)
+"""Event kinds that mean a task changed state; a give-up is current until one follows."""
+
+ESCALATED = "escalated"
+
+
+class _Undecodable(str):
+    """A text value that was not valid UTF-8 (kept as escaped text for the report)."""
+
+    __slots__ = ()
+
+
+def _lenient_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(raw.decode("utf-8", "backslashreplace"))
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _opt_int(row: Sequence[Any], index: int, name: str) -> int | None:
+    value = row[index]
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and not isinstance(value, _Undecodable):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _Malformed(f"{name} is not an integer")
+
+
+def _req_int(row: Sequence[Any], index: int, name: str) -> int:
+    value = _opt_int(row, index, name)
+    if value is None:
+        raise _Malformed(f"{name} is NULL")
+    return value
+
+
+def _opt_text(row: Sequence[Any], index: int, name: str) -> str | None:
+    value = row[index]
+    if value is None:
+        return None
+    if isinstance(value, _Undecodable):
+        raise _Malformed(f"{name} is not valid UTF-8")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _Malformed(f"{name} has an unexpected type")
+
+
+def _opt_float(row: Sequence[Any], index: int) -> float | None:
+    """Lenient: a fingerprint we cannot read is treated as absent, not as malformed."""
+    value = row[index]
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and not isinstance(value, _Undecodable):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _task_id(row: Sequence[Any]) -> str:
+    value = row[0]
+    if not isinstance(value, str) or isinstance(value, _Undecodable) or not value:
+        raise _Malformed("id is missing or not text")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    event_id: int
+    task_id: str
+    kind: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetHistory:
+    reset_times: tuple[int, ...]
+    escalated: bool
+
+
+def board_slug(path: Path) -> str:
+    """The board's name as Hermes knows it: `default` for `<root>/kanban.db`,
+    `<slug>` for `<root>/kanban/boards/<slug>/kanban.db`, else the file's stem."""
+    if path.name == "kanban.db" and path.parent.parent.name == "boards":
+        return path.parent.name
+    if path.name == "kanban.db":
+        return "default"
+    return path.stem
+
+
+class BoardStore:
+    """A connection to one board. Not shared between threads at the same time."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, slug: str) -> None:
+        self.path = path
+        self.slug = slug
+        self._conn = conn
+        self.task_columns = self._columns("tasks")
+        self.run_columns = self._columns("task_runs")
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        slug: str | None = None,
+        busy_timeout: float = 2.0,
+        readonly: bool = False,
+    ) -> BoardStore:
+        """Open an existing Hermes board, or raise BoardError (exit 66)."""
+        path = Path(path)
+        if not path.exists():
+            raise BoardError(path, "does not exist")
+        if not path.is_file():
+            raise BoardError(path, "is not a file")
+        mode = "ro" if readonly else "rw"
+        try:
+            conn = sqlite3.connect(
+                f"file:{path}?mode={mode}",
+                uri=True,
+                isolation_level=None,
+                timeout=busy_timeout,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise BoardError(path, f"cannot be opened: {exc}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise BoardError(path, f"is locked: {exc}") from None
+            raise BoardError(path, f"is not a SQLite database ({exc})") from None
+        missing = REQUIRED_TABLES - tables
+        if missing:
+            conn.close()
+            raise BoardError(
+                path, f"is not a Hermes board (missing tables: {', '.join(sorted(missing))})"
+            )
+        store = cls(path, conn, slug or board_slug(path))
+        missing_cols = REQUIRED_TASK_COLUMNS - store.task_columns
+        if missing_cols:
+            store.close()
+            raise BoardError(
+                path, f"is not a Hermes board (tasks lacks: {', '.join(sorted(missing_cols))})"
+            )
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _columns(self, table: str) -> frozenset[str]:
+        return frozenset(r[1] for r in self._conn.execute(f"PRAGMA table_info({table})"))
+
+    def has_task_column(self, name: str) -> bool:
+        return name in self.task_columns
+
+    # -- low-level helpers -----------------------------------------------------
+
+    def _fail(self, exc: sqlite3.Error) -> WatchersError:
+        return classify_sqlite_error(exc, self.slug)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read. Undecodable text is tolerated: the query is repeated with a
+        lenient decoder and the caller's parser rejects the affected rows only."""
+        try:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "decode" not in str(exc).lower():
+                    raise
+            self._conn.text_factory = _lenient_text
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            finally:
+                self._conn.text_factory = str
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short IMMEDIATE transaction: all of it commits, or none of it."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._fail(exc) from exc
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise self._fail(exc) from exc
+
+    # -- reads -----------------------------------------------------------------
+
+    def _col(self, name: str, alias: str = "t") -> str:
+        return f"{alias}.{name}" if name in self.task_columns else "NULL"
+
+    def running_tasks(self) -> tuple[list[RunningTask], list[SkippedRow]]:
+        """Every `running` task with its open attempt; malformed rows are reported."""
+        sql = (
+            "SELECT t.id, t.assignee, t.claim_lock, t.claim_expires, t.worker_pid, "
+            "t.current_run_id, t.started_at, t.last_heartbeat_at, t.consecutive_failures, "
+            f"{self._col('max_retries')}, {self._col('worker_started_at')}, r.started_at "
+            "FROM tasks t LEFT JOIN task_runs r ON r.id = t.current_run_id "
+            "WHERE t.status = 'running'"
+        )
+        tasks: list[RunningTask] = []
+        skipped: list[SkippedRow] = []
+        for row in self._query(sql):
+            try:
+                task_id = _task_id(row)
+            except _Malformed as exc:
+                skipped.append(SkippedRow(self.slug, "tasks", None, str(exc)))
+                continue
+            try:
+                run_started = _opt_int(row, 11, "task_runs.started_at")
+                tasks.append(
+                    RunningTask(
+                        task_id=task_id,
+                        assignee=_opt_text(row, 1, "assignee"),
+                        claim_lock=_opt_text(row, 2, "claim_lock"),
+                        claim_expires=_opt_int(row, 3, "claim_expires"),
+                        worker_pid=_opt_int(row, 4, "worker_pid"),
+                        current_run_id=_opt_int(row, 5, "current_run_id"),
+                        attempt_started_at=(
+                            run_started
+                            if run_started is not None
+                            else _opt_int(row, 6, "started_at")
+                        ),
+                        last_heartbeat_at=_opt_int(row, 7, "last_heartbeat_at"),
+                        consecutive_failures=_req_int(row, 8, "consecutive_failures"),
+                        max_retries=_opt_int(row, 9, "max_retries"),
+                        worker_started_at=_opt_float(row, 10),
+                    )
+                )
+            except _Malformed as exc:
+                skipped.append(SkippedRow(self.slug, "tasks", task_id, str(exc)))
+        return tasks, skipped
+
+    def status_counts(self) -> tuple[dict[str, int], list[SkippedRow]]:
+        counts: dict[str, int] = {}
+        skipped: list[SkippedRow] = []
+        for status, n in self._query("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
+            if isinstance(status, str) and status in KNOWN_STATUSES:
+                counts[status] = n
+            else:
+                skipped.append(
+                    SkippedRow(
+                        self.slug, "tasks", None, f"{n} task(s) with unknown status {status!r}"
+                    )
+                )
+        return counts, skipped
+
+    def max_event_id(self) -> int:
+        rows = self._query("SELECT COALESCE(MAX(id), 0) FROM task_events")
+        return int(rows[0][0])
+
+    def status_events_after(self, cursor: int, kinds: Iterable[str]) -> list[StatusEvent]:
+        """Events of the given kinds with id > cursor, oldest first (a rowid range scan)."""
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT id, task_id, kind, created_at FROM task_events "
+            f"WHERE id > ? AND kind IN ({marks}) ORDER BY id",
+            (cursor, *kinds),
+        )
+        return self._events(rows)
+
+    def latest_status_event_of_blocked(self, kinds: Iterable[str]) -> list[StatusEvent]:
+        """For every `blocked` task, its most recent event among `kinds`."""
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            "SELECT e.id, e.task_id, e.kind, e.created_at FROM tasks t "
+            "JOIN task_events e ON e.id = ("
+            f"  SELECT id FROM task_events WHERE task_id = t.id AND kind IN ({marks}) "
+            "   ORDER BY id DESC LIMIT 1) "
+            "WHERE t.status = 'blocked'",
+            kinds,
+        )
+        return self._events(rows)
+
+    def _events(self, rows: Iterable[tuple[Any, ...]]) -> list[StatusEvent]:
+        out = []
+        for row in rows:
+            try:
+                out.append(
+                    StatusEvent(
+                        event_id=_req_int(row, 0, "task_events.id"),
+                        task_id=_task_id(row[1:]),
+                        kind=_opt_text(row, 2, "kind") or "",
+                        created_at=_req_int(row, 3, "task_events.created_at"),
+                    )
+                )
+            except _Malformed:
+                continue  # an event we cannot read cannot be acted on; the task row decides
+        return out
+
+    def task_states(self, task_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(status, consecutive_failures) for each existing task id."""
+        out: dict[str, tuple[str, int]] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                f"SELECT id, status, consecutive_failures FROM tasks WHERE id IN ({marks})", chunk
+            ):
+                try:
+                    out[_task_id(row)] = (
+                        _opt_text(row, 1, "status") or "",
+                        _req_int(row, 2, "consecutive_failures"),
+                    )
+                except _Malformed:
+                    continue
+        return out
+
+    def failure_history(self, task_id: str, limit: int) -> list[FailureRecord]:
+        """The task's closed attempts, newest first, plus its last failure text."""
+        rows = self._query(
+            "SELECT id, outcome, error FROM task_runs WHERE task_id = ? AND ended_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT ?",
+            (task_id, limit),
+        )
+        out = []
+        for row in rows:
+            try:
+                out.append(
+                    FailureRecord(
+                        run_id=_opt_int(row, 0, "task_runs.id"),
+                        outcome=_opt_text(row, 1, "outcome") or "",
+                        error=_opt_text(row, 2, "error") or "",
+                    )
+                )
+            except _Malformed:
+                out.append(FailureRecord(run_id=None, outcome="", error=""))
+        return out
+
+    def last_failure_error(self, task_id: str) -> str | None:
+        rows = self._query("SELECT last_failure_error FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            return None
+        try:
+            return _opt_text(rows[0], 0, "last_failure_error")
+        except _Malformed:
+            return None
+
+    def reset_history(self, task_id: str, since: int, gave_up_event_id: int) -> ResetHistory:
+        """Our own resets of this task since `since`, and whether the give-up with
+        id `gave_up_event_id` was already escalated. Durable: read from events."""
+        rows = self._query(
+            "SELECT id, kind, payload, created_at FROM task_events WHERE task_id = ? "
+            "AND kind IN ('unblocked', ?) AND (created_at >= ? OR id > ?) ORDER BY id",
+            (task_id, ESCALATED, since, gave_up_event_id),
+        )
+        resets: list[int] = []
+        escalated = False
+        for row in rows:
+            payload = _payload(row[2])
+            if payload.get("by") != AUTHOR:
+                continue
+            if row[1] == "unblocked" and payload.get("reset") and isinstance(row[3], int):
+                if row[3] >= since:
+                    resets.append(row[3])
+            elif row[1] == ESCALATED and payload.get("gave_up_event_id") == gave_up_event_id:
+                escalated = True
+        return ResetHistory(tuple(resets), escalated)
+
+    def running_row(self, task_id: str) -> dict[str, Any] | None:
+        """The raw claim fields of one task (for tests and status detail)."""
+        rows = self._query(
+            "SELECT status, claim_lock, worker_pid, current_run_id, consecutive_failures "
+            "FROM tasks WHERE id = ?",
+            (task_id,),
+        )
+        if not rows:
+            return None
+        status, lock, pid, run, fails = rows[0]
+        return {
+            "status": status,
+            "claim_lock": lock,
+            "worker_pid": pid,
+            "current_run_id": run,
+            "consecutive_failures": fails,
+        }
+
+    # -- writes ----------------------------------------------------------------
+
+    def apply(self, action: Action, now: int) -> bool:
+        """Apply one action in one transaction. True when it committed; False when
+        the row no longer matched what the decision read (someone else acted)."""
+        if action.kind in (ActionKind.REAP, ActionKind.RECLAIM):
+            return self._release_run(action, now)
+        if action.kind is ActionKind.RESET:
+            return self._reset(action, now)
+        if action.kind is ActionKind.ESCALATE:
+            return self._escalate(action, now)
+        raise ValueError(f"unknown action kind {action.kind}")
+
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection,
+        task_id: str,
+        kind: str,
+        payload: Mapping[str, Any] | None,
+        now: int,
+        run_id: int | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                task_id,
+                run_id,
+                kind,
+                json.dumps(payload, ensure_ascii=False) if payload else None,
+                now,
+            ),
+        )
+
+    def _comment(self, conn: sqlite3.Connection, task_id: str, body: str, now: int) -> None:
+        conn.execute(
+            "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?, ?, ?, ?)",
+            (task_id, AUTHOR, body, now),
+        )
+        # Hermes records every comment as an event too; its notifier tails events.
+        self._event(conn, task_id, "commented", {"author": AUTHOR, "len": len(body)}, now)
+
+    def _release_run(self, action: Action, now: int) -> bool:
+        e, p = action.expect, action.plan
+        error = str(p["error"])[:ERROR_TEXT_LIMIT]
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE tasks SET status = ?, claim_lock = NULL, claim_expires = NULL, "
+                "worker_pid = NULL, current_run_id = NULL, consecutive_failures = ?, "
+                "last_failure_error = CASE WHEN ? THEN ? ELSE last_failure_error END "
+                "WHERE id = ? AND status = 'running' AND claim_lock IS ? AND worker_pid IS ? "
+                "AND current_run_id IS ? AND consecutive_failures = ?",
+                (
+                    p["new_status"],
+                    p["failures"],
+                    bool(p["record_error"]),
+                    error,
+                    action.task_id,
+                    e["claim_lock"],
+                    e["worker_pid"],
+                    e["current_run_id"],
+                    e["consecutive_failures"],
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            run_id = e["current_run_id"]
+            metadata = {"by": AUTHOR, **p["metadata"]}
+            if run_id is not None:
+                conn.execute(
+                    "UPDATE task_runs SET status = ?, outcome = ?, error = ?, metadata = ?, "
+                    "ended_at = ?, claim_lock = NULL, claim_expires = NULL, worker_pid = NULL "
+                    "WHERE id = ? AND ended_at IS NULL",
+                    (p["outcome"], p["outcome"], error, json.dumps(metadata), now, run_id),
+                )
+            payload = {"by": AUTHOR, **p["event_payload"], "evidence": dict(action.evidence)}
+            self._event(conn, action.task_id, p["event_kind"], payload, now, run_id)
+            if p.get("trip"):
+                self._event(
+                    conn,
+                    action.task_id,
+                    "gave_up",
+                    {
+                        "by": AUTHOR,
+                        "failures": p["failures"],
+                        "effective_limit": p["effective_limit"],
+                        "limit_source": p["limit_source"],
+                        "error": error,
+                        "trigger_outcome": p["outcome"],
+                        **p["event_payload"],
+                    },
+                    now,
+                )
+        return True
+
+    def _reset(self, action: Action, now: int) -> bool:
+        e, p = action.expect, action.plan
+        marks = ",".join("?" * len(STATUS_EVENT_KINDS))
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT current_run_id FROM tasks WHERE id = ? AND status = 'blocked'",
+                (action.task_id,),
+            ).fetchone()
+            if row is None:
+                return False
+            # As Hermes's unblock: with an unfinished parent the task waits in todo.
+            undone = conn.execute(
+                "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id "
+                "WHERE l.child_id = ? AND p.status != 'done' LIMIT 1",
+                (action.task_id,),
+            ).fetchone()
+            new_status = "todo" if undone else "ready"
+            cur = conn.execute(
+                "UPDATE tasks SET status = ?, current_run_id = NULL, consecutive_failures = 0, "
+                "last_failure_error = NULL "
+                "WHERE id = ? AND status = 'blocked' AND consecutive_failures = ? "
+                "AND NOT EXISTS (SELECT 1 FROM task_events "
+                f"WHERE task_id = ? AND id > ? AND kind IN ({marks}))",
+                (
+                    new_status,
+                    action.task_id,
+                    e["consecutive_failures"],
+                    action.task_id,
+                    e["gave_up_event_id"],
+                    *STATUS_EVENT_KINDS,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            if row[0] is not None:  # keep Hermes's invariant: no open run outside `running`
+                conn.execute(
+                    "UPDATE task_runs SET status = 'reclaimed', outcome = 'reclaimed', "
+                    "ended_at = ?, "
+                    "summary = COALESCE(summary, 'closed by watchers on reset'), "
+                    "claim_lock = NULL, claim_expires = NULL, worker_pid = NULL "
+                    "WHERE id = ? AND ended_at IS NULL",
+                    (now, row[0]),
+                )
+            payload = {
+                "by": AUTHOR,
+                "reset": p["reset_number"],
+                "status": new_status,
+                "reason": action.reason,
+                "gave_up_event_id": e["gave_up_event_id"],
+                "evidence": dict(action.evidence),
+            }
+            self._event(conn, action.task_id, "unblocked", payload, now)
+            self._comment(
+                conn, action.task_id, str(p["comment"]).replace("{status}", new_status), now
+            )
+        return True
+
+    def _escalate(self, action: Action, now: int) -> bool:
+        e, p = action.expect, action.plan
+        marks = ",".join("?" * len(STATUS_EVENT_KINDS))
+        with self._write() as conn:
+            cur = conn.execute(
+                "SELECT 1 FROM tasks WHERE id = ? AND status = 'blocked' "
+                # any escalation after the give-up is an escalation of this give-up
+                f"AND NOT EXISTS (SELECT 1 FROM task_events WHERE task_id = ? AND id > ? "
+                f"  AND kind IN ({marks}, ?))",
+                (
+                    action.task_id,
+                    action.task_id,
+                    e["gave_up_event_id"],
+                    *STATUS_EVENT_KINDS,
+                    ESCALATED,
+                ),
+            ).fetchone()
+            if cur is None:
+                return False
+            payload = {
+                "by": AUTHOR,
+                "reason": action.reason,
+                "gave_up_event_id": e["gave_up_event_id"],
+                "evidence": dict(action.evidence),
+            }
+            self._event(conn, action.task_id, ESCALATED, payload, now)
+            self._comment(conn, action.task_id, str(p["comment"]), now)
+        return True
+
+
+def _payload(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, str) or isinstance(raw, _Undecodable):
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
