@@ -21,7 +21,7 @@ from watchers.boards import discover_boards
 from watchers.clock import SystemClock
 from watchers.daemon import Daemon, enabled_watchers
 from watchers.demo.run import run_demo
-from watchers.errors import BoardError, ConfigError, UsageError, WatchersError
+from watchers.errors import BoardError, ConfigError, StoreBusy, UsageError, WatchersError
 from watchers.exitcodes import ExitCode
 from watchers.logs import configure_logging
 from watchers.model import Outcome, Result, TickReport
@@ -106,11 +106,14 @@ def _check_watcher(name: str | None) -> None:
 
 def _open_boards(
     args: argparse.Namespace, settings: Settings, readonly: bool
-) -> tuple[list[BoardStore], list[BoardError]]:
+) -> tuple[list[BoardStore], list[BoardError], list[StoreBusy]]:
+    """Open every board; missing ones (66) and busy ones (retry) are reported, not fatal."""
     paths, source = discover_boards(args.board, settings.boards)
     if not paths:
         raise BoardError(Path(source.removeprefix("boards under ")), "no Hermes boards found there")
-    stores, errors = [], []
+    stores: list[BoardStore] = []
+    errors: list[BoardError] = []
+    busy: list[StoreBusy] = []
     for path in paths:
         try:
             stores.append(
@@ -120,7 +123,11 @@ def _open_boards(
             )
         except BoardError as exc:
             errors.append(exc)
-    return stores, errors
+        except StoreBusy as exc:
+            busy.append(exc)
+    for problem in (*errors, *busy):
+        print(f"watchers: {problem}", file=sys.stderr)
+    return stores, errors, busy
 
 
 def _line(o: Outcome) -> str:
@@ -143,9 +150,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     _check_watcher(args.watcher)
     settings = _settings(args)
     configure_logging(settings.log.level, settings.log.format)
-    stores, errors = _open_boards(args, settings, readonly=args.dry_run)
-    for err in errors:
-        print(f"watchers: {err}", file=sys.stderr)
+    stores, errors, busy = _open_boards(args, settings, readonly=args.dry_run)
     probe = ProcessProbe(settings.hostname)
     clock = SystemClock()
     reports: list[TickReport] = []
@@ -170,15 +175,13 @@ def cmd_once(args: argparse.Namespace) -> int:
         print(f"watchers: {r.watcher} on {r.board}: tick failed: {r.error}", file=sys.stderr)
     if errors:
         return ExitCode.NO_INPUT
-    return ExitCode.UNEXPECTED if failed else ExitCode.OK
+    return ExitCode.UNEXPECTED if failed or busy else ExitCode.OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level, settings.log.format)
-    stores, errors = _open_boards(args, settings, readonly=True)
-    for err in errors:
-        print(f"watchers: {err}", file=sys.stderr)
+    stores, errors, busy = _open_boards(args, settings, readonly=True)
     probe = ProcessProbe(settings.hostname)
     now = SystemClock().now()
     out: list[dict[str, Any]] = []
@@ -197,7 +200,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print("\n\n".join(render_status(d) for d in out))
-    return ExitCode.NO_INPUT if errors else ExitCode.OK
+    if errors:
+        return ExitCode.NO_INPUT
+    return ExitCode.UNEXPECTED if busy else ExitCode.OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards
 from watchers.clock import Clock, SystemClock
-from watchers.errors import BoardError, ConfigError
+from watchers.errors import BoardError, ConfigError, StoreBusy, StoreBusy
 from watchers.model import TickReport
 from watchers.probe import Probe, ProcessProbe
 from watchers.runner import Watcher, run_tick
@@ -124,6 +124,9 @@ class Daemon:
                     path, busy_timeout=settings.store.busy_timeout_seconds, readonly=True
                 ).close()
                 usable.append(path)
+            except StoreBusy as exc:
+                log.warning("board busy at start; will retry", board=str(path), error=str(exc))
+                usable.append(path)
             except BoardError as exc:
                 if named:
                     raise
@@ -162,13 +165,17 @@ class Daemon:
                 job.store = BoardStore.open(
                     job.path, busy_timeout=settings.store.busy_timeout_seconds
                 )
-            except BoardError as exc:
-                now = self.clock.now()
-                report = TickReport(
-                    job.watcher.name, board_slug(job.path), now, 0.0, error=str(exc)
+            except (BoardError, StoreBusy) as exc:
+                transient = isinstance(exc, StoreBusy)
+                (log.warning if transient else log.error)("board unusable", error=str(exc))
+                return TickReport(
+                    job.watcher.name,
+                    board_slug(job.path),
+                    self.clock.now(),
+                    0.0,
+                    error=str(exc),
+                    transient=transient,
                 )
-                log.error("board unusable", error=str(exc))
-                return report
         report = run_tick(job.watcher, job.store, settings, self.clock)
         if report.error and not report.transient:
             job.store.close()  # reopen next tick: the file may have been replaced

@@ -79,12 +79,20 @@ class StaticProbe:
         pass
 
 
+_Key = tuple[str, int, int | None, int | None, float | None]
+"""Every identity fact the board gives: a change in any of them means look again."""
+
+
 @dataclass(slots=True)
 class _Watch:
     pid: int
     create_time: float
     stat_start: int | None  # /proc/<pid>/stat field 22, for the no-pidfd path
     pidfd: int | None
+
+
+def _key(ref: WorkerRef) -> _Key:
+    return (ref.task_id, ref.pid, ref.run_id, ref.claimed_at, ref.worker_started_at)
 
 
 def _read_stat(pid: int) -> list[str] | None:
@@ -137,12 +145,11 @@ class ProcessProbe:
     def __init__(self, hostname: str | None = None) -> None:
         self.hostname = hostname or socket.gethostname()
         self._lock = threading.Lock()
-        self._watches: dict[tuple[str, int, int | None], _Watch] = {}
-        self._by_fd: dict[int, tuple[str, int, int | None]] = {}
+        self._watches: dict[_Key, _Watch] = {}
+        self._by_fd: dict[int, _Key] = {}
         self._poll = select.poll()
         self._pidfd_ok = hasattr(os, "pidfd_open")
         self._fd_budget = self._raise_fd_limit()
-        self._clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     @staticmethod
     def _raise_fd_limit() -> int:
@@ -163,13 +170,13 @@ class ProcessProbe:
 
     def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
         with self._lock:
-            wanted = {(r.task_id, r.pid, r.run_id) for r in refs}
+            wanted = {_key(r) for r in refs}
             for key in [k for k in self._watches if k not in wanted]:
                 self._unwatch(key)
             exited = self._exited()
             out: dict[str, Observation] = {}
             for ref in refs:
-                key = (ref.task_id, ref.pid, ref.run_id)
+                key = _key(ref)
                 watch = self._watches.get(key)
                 if watch is not None and key not in exited and self._still_same(watch):
                     out[ref.task_id] = Observation(
@@ -252,7 +259,7 @@ class ProcessProbe:
 
     # -- the watch cache ------------------------------------------------------------
 
-    def _watch(self, key: tuple[str, int, int | None], pid: int, create_time: float) -> None:
+    def _watch(self, key: _Key, pid: int, create_time: float) -> None:
         fields = _read_stat(pid)
         stat_start = int(fields[19]) if fields and len(fields) > 19 else None
         pidfd: int | None = None
@@ -273,7 +280,7 @@ class ProcessProbe:
                 self._by_fd[pidfd] = key
         self._watches[key] = _Watch(pid, create_time, stat_start, pidfd)
 
-    def _unwatch(self, key: tuple[str, int, int | None]) -> None:
+    def _unwatch(self, key: _Key) -> None:
         watch = self._watches.pop(key, None)
         if watch is None or watch.pidfd is None:
             return
@@ -282,7 +289,7 @@ class ProcessProbe:
         self._by_fd.pop(watch.pidfd, None)
         os.close(watch.pidfd)
 
-    def _exited(self) -> set[tuple[str, int, int | None]]:
+    def _exited(self) -> set[_Key]:
         if not self._by_fd:
             return set()
         return {self._by_fd[fd] for fd, _ in self._poll.poll(0) if fd in self._by_fd}

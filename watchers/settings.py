@@ -222,13 +222,13 @@ def _refuse_plain_secrets(toml_data: Mapping[str, Any], env: Mapping[str, str]) 
         raise ConfigError(
             "http.basic_auth_password: not accepted from the config file; "
             f"provide it as the credential '{METRICS_PASSWORD_CREDENTIAL}' "
-            f"in ${CREDENTIALS_ENV}"
+            f"in the credentials directory (${CREDENTIALS_ENV})"
         )
     if f"{ENV_PREFIX}HTTP__BASIC_AUTH_PASSWORD" in {k.upper() for k in env}:
         raise ConfigError(
             "http.basic_auth_password: not accepted from the environment; "
             f"provide it as the credential '{METRICS_PASSWORD_CREDENTIAL}' "
-            f"in ${CREDENTIALS_ENV}"
+            f"in the credentials directory (${CREDENTIALS_ENV})"
         )
 
 

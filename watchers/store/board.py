@@ -175,7 +175,8 @@ class BoardStore:
         busy_timeout: float = 2.0,
         readonly: bool = False,
     ) -> BoardStore:
-        """Open an existing Hermes board, or raise BoardError (exit 66)."""
+        """Open an existing Hermes board, or raise BoardError (exit 66); a board
+        locked by another writer raises StoreBusy (transient) instead."""
         path = Path(path)
         if not path.exists():
             raise BoardError(path, "does not exist")
@@ -199,8 +200,9 @@ class BoardStore:
             }
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise BoardError(path, f"is locked: {exc}") from None
+            failure = classify_sqlite_error(exc, str(path))
+            if failure.transient:
+                raise failure from None  # locked by another writer: try again next tick
             raise BoardError(path, f"is not a SQLite database ({exc})") from None
         missing = REQUIRED_TABLES - tables
         if missing:
@@ -208,7 +210,11 @@ class BoardStore:
             raise BoardError(
                 path, f"is not a Hermes board (missing tables: {', '.join(sorted(missing))})"
             )
-        store = cls(path, conn, slug or board_slug(path))
+        try:
+            store = cls(path, conn, slug or board_slug(path))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise classify_sqlite_error(exc, str(path)) from None
         missing_cols = REQUIRED_TASK_COLUMNS - store.task_columns
         if missing_cols:
             store.close()

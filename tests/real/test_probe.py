@@ -1,0 +1,176 @@
+"""The probe against real processes: alive, gone, zombie, reused, and the pidfd cache."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from watchers.model import Verdict
+from watchers.probe import ProcessProbe, WorkerRef
+
+TASK = "t_c0ffee01"
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-S", "-c", "import sys; sys.stdin.read()", *args],
+        stdin=subprocess.PIPE,
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+@pytest.fixture
+def probe() -> Iterator[ProcessProbe]:
+    pr = ProcessProbe()
+    yield pr
+    pr.close()
+
+
+def worker(procs, task: str = TASK) -> subprocess.Popen[bytes]:
+    p = spawn(f"work kanban task {task}")
+    procs.append(p)
+    return p
+
+
+def ref(p: subprocess.Popen[bytes], task: str = TASK, **kw) -> WorkerRef:
+    started = psutil.Process(p.pid).create_time()
+    fields = dict(task_id=task, pid=p.pid, run_id=1, claimed_at=int(started) - 1)
+    fields.update(kw)
+    return WorkerRef(**fields)
+
+
+def judge(probe: ProcessProbe, r: WorkerRef):
+    return probe.observe([r], spawn_slack=120)[r.task_id]
+
+
+def test_a_running_worker_that_carries_its_task_id_is_alive(probe, procs):
+    """The verified worker is alive."""
+    p = worker(procs)
+    assert judge(probe, ref(p)).verdict is Verdict.ALIVE
+
+
+def test_a_pid_with_no_process_is_gone(probe, procs):
+    """A worker that exited and was reaped is gone."""
+    p = worker(procs)
+    r = ref(p)
+    p.kill()
+    p.wait()
+    assert judge(probe, r).verdict is Verdict.GONE
+
+
+def test_an_unreaped_worker_is_a_zombie_and_its_signal_is_read(probe, procs):
+    """A worker killed but not waited for is a zombie; /proc tells how it died."""
+    p = worker(procs)
+    r = ref(p)
+    p.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:  # the kernel, not a timer
+        assert time.monotonic() < deadline
+    obs = judge(probe, r)
+    assert obs.verdict is Verdict.ZOMBIE
+    assert obs.signal == 9
+
+
+def test_a_zombie_that_exited_with_a_code_reports_it(probe, procs):
+    """Exit codes of zombies are read too (75 is a rate-limited worker)."""
+    p = subprocess.Popen([sys.executable, "-S", "-c", "import sys; sys.exit(75)", f"task {TASK}"])
+    procs.append(p)
+    r = WorkerRef(TASK, p.pid, 1, int(psutil.Process(p.pid).create_time()) - 1)
+    deadline = time.monotonic() + 10
+    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+    obs = judge(probe, r)
+    assert (obs.verdict, obs.exit_code) == (Verdict.ZOMBIE, 75)
+
+
+def test_a_process_without_the_task_id_on_its_command_line_is_reused(probe, procs):
+    """The PID now runs something else."""
+    p = spawn("an unrelated program")
+    procs.append(p)
+    obs = judge(probe, ref(p))
+    assert obs.verdict is Verdict.REUSED
+    assert TASK in obs.detail
+
+
+def test_a_process_born_long_after_the_claim_is_reused(probe, procs):
+    """Even carrying the task id, a process born 10 minutes after the claim is not the worker."""
+    p = worker(procs)
+    r = ref(p, claimed_at=int(psutil.Process(p.pid).create_time()) - 600)
+    obs = judge(probe, r)
+    assert obs.verdict is Verdict.REUSED and "after the claim" in obs.detail
+
+
+def test_a_process_born_before_the_claim_is_reused(probe, procs):
+    """A process older than the claim cannot be the claim's worker."""
+    p = worker(procs)
+    r = ref(p, claimed_at=int(psutil.Process(p.pid).create_time()) + 60)
+    assert judge(probe, r).verdict is Verdict.REUSED
+
+
+def test_worker_started_at_is_used_when_the_board_has_it(probe, procs):
+    """A recorded process start time that does not match means another process."""
+    p = worker(procs)
+    started = psutil.Process(p.pid).create_time()
+    assert judge(probe, ref(p, worker_started_at=started)).verdict is Verdict.ALIVE
+    assert judge(probe, ref(p, worker_started_at=started - 30)).verdict is Verdict.REUSED
+
+
+def test_a_watched_worker_that_dies_is_seen_on_the_next_look(probe, procs):
+    """After the first look the worker is watched through a pidfd; its death still shows."""
+    p = worker(procs)
+    r = ref(p)
+    assert judge(probe, r).verdict is Verdict.ALIVE
+    assert probe.watching == 1
+    assert judge(probe, r).verdict is Verdict.ALIVE
+    p.kill()
+    p.wait()
+    assert judge(probe, r).verdict is Verdict.GONE
+    assert probe.watching == 0
+
+
+def test_a_watched_worker_that_becomes_a_zombie_is_seen(probe, procs):
+    """A pidfd turns readable on exit, before the parent reaps."""
+    p = worker(procs)
+    r = ref(p)
+    assert judge(probe, r).verdict is Verdict.ALIVE
+    p.kill()
+    deadline = time.monotonic() + 10
+    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+    assert judge(probe, r).verdict is Verdict.ZOMBIE
+
+
+def test_without_pidfds_the_probe_falls_back_to_proc_start_times(probe, procs):
+    """Where pidfd_open is unavailable, /proc/<pid>/stat start times catch death and reuse."""
+    probe._pidfd_ok = False
+    p = worker(procs)
+    r = ref(p)
+    assert judge(probe, r).verdict is Verdict.ALIVE
+    assert judge(probe, r).verdict is Verdict.ALIVE
+    p.kill()
+    p.wait()
+    assert judge(probe, r).verdict is Verdict.GONE
+
+
+def test_workers_no_longer_asked_about_are_forgotten(probe, procs):
+    """The watch cache only holds the workers of the last look (no descriptor leak)."""
+    a, b = worker(procs, "t_0000000a"), worker(procs, "t_0000000b")
+    probe.observe([ref(a, "t_0000000a"), ref(b, "t_0000000b")], 120)
+    assert probe.watching == 2
+    probe.observe([ref(a, "t_0000000a")], 120)
+    assert probe.watching == 1
