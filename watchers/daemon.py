@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards
 from watchers.clock import Clock, SystemClock
-from watchers.errors import BoardError, ConfigError, StoreBusy, StoreBusy
+from watchers.errors import BoardError, ConfigError, StoreBusy
 from watchers.model import TickReport
 from watchers.probe import Probe, ProcessProbe
 from watchers.runner import Watcher, run_tick
