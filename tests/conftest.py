@@ -85,28 +85,8 @@ def events(path: Path, task_id: str, kind: str | None = None) -> list[dict]:
 
 def give_up(path: Path, task_id: str, errors: list[str], *, at: int, outcome="crashed") -> None:
     """Record failed attempts and a breaker trip the way Hermes writes them."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
+    d = DemoDispatcher(path)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        for i, err in enumerate(errors):
-            run = conn.execute(
-                "INSERT INTO task_runs (task_id, profile, status, started_at, ended_at, outcome, error) "
-                "VALUES (?, 'alice', ?, ?, ?, ?, ?)",
-                (task_id, outcome, at - 100 + i, at - 50 + i, outcome, err),
-            ).lastrowid
-            conn.execute(
-                "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                (task_id, run, outcome, json.dumps({"pid": 100 + i}), at - 50 + i),
-            )
-        conn.execute(
-            "UPDATE tasks SET status = 'blocked', consecutive_failures = ?, last_failure_error = ?, "
-            "claim_lock = NULL, worker_pid = NULL, current_run_id = NULL WHERE id = ?",
-            (len(errors), errors[-1], task_id),
-        )
-        conn.execute(
-            "INSERT INTO task_events (task_id, kind, payload, created_at) VALUES (?, 'gave_up', ?, ?)",
-            (task_id, json.dumps({"failures": len(errors), "error": errors[-1]}), at),
-        )
-        conn.execute("COMMIT")
+        d.record_give_up(task_id, errors, at=at, outcome=outcome)
     finally:
-        conn.close()
+        d.close()

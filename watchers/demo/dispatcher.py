@@ -180,3 +180,62 @@ class DemoDispatcher:
         if reap:
             proc.wait()
         return proc.pid
+
+    def record_give_up(
+        self, task_id: str, errors: list[str], *, at: int, outcome: str = "crashed"
+    ) -> None:
+        """Failed attempts ending in Hermes's breaker trip (`gave_up`), as Hermes writes them."""
+        with self._txn():
+            for i, err in enumerate(errors):
+                run = self.conn.execute(
+                    "INSERT INTO task_runs (task_id, profile, status, started_at, ended_at, outcome, error) "
+                    "SELECT id, assignee, ?, ?, ?, ?, ? FROM tasks WHERE id = ?",
+                    (outcome, at - 100 + i, at - 50 + i, outcome, err, task_id),
+                ).lastrowid
+                self._event(task_id, outcome, {"pid": 100 + i, "error": err}, at - 50 + i, run)
+            self.conn.execute(
+                "UPDATE tasks SET status = 'blocked', consecutive_failures = ?, last_failure_error = ?, "
+                "claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, current_run_id = NULL "
+                "WHERE id = ?",
+                (len(errors), errors[-1][:500], task_id),
+            )
+            self._event(
+                task_id, "gave_up", {"failures": len(errors), "error": errors[-1][:500]}, at
+            )
+
+    def claim_ready(self) -> list[str]:
+        """Claim every ready task and start its worker, as a dispatcher tick would."""
+        ready = [
+            r[0]
+            for r in self.conn.execute("SELECT id FROM tasks WHERE status = 'ready' ORDER BY id")
+        ]
+        for task_id in ready:
+            old = self.workers.pop(task_id, None)
+            if old is not None and old.poll() is None and old.stdin is not None:
+                old.stdin.close()
+            self.claim(task_id)
+            self.start_worker(task_id)
+        return ready
+
+    def complete(self, task_id: str, summary: str = "done", *, now: int | None = None) -> bool:
+        """running -> done with the run closed as completed, as a worker's kanban_complete does."""
+        now = int(time.time()) if now is None else now
+        with self._txn():
+            run = self.conn.execute(
+                "SELECT current_run_id FROM tasks WHERE id = ? AND status = 'running'", (task_id,)
+            ).fetchone()
+            if run is None:
+                return False
+            self.conn.execute(
+                "UPDATE tasks SET status = 'done', completed_at = ?, claim_lock = NULL, "
+                "claim_expires = NULL, worker_pid = NULL, current_run_id = NULL, "
+                "consecutive_failures = 0, last_failure_error = NULL WHERE id = ?",
+                (now, task_id),
+            )
+            self.conn.execute(
+                "UPDATE task_runs SET status = 'done', outcome = 'completed', summary = ?, ended_at = ?, "
+                "claim_lock = NULL, claim_expires = NULL, worker_pid = NULL WHERE id = ?",
+                (summary, now, run[0]),
+            )
+            self._event(task_id, "completed", {"summary": summary}, now, run[0])
+        return True

@@ -1,0 +1,1381 @@
+"""kanban-watchers benchmark: `make bench` (= .venv/bin/python bench/run.py).
+
+One run, on one machine:
+  1. builds a 100,000-task Hermes board with realistic history and 1,000 `running`
+     tasks claimed by this host on 1,000 live worker processes;
+  2. times the steady-state auto-heal tick in-process (must write nothing);
+  3. times Hermes 0.19.0's own `detect_crashed_workers` on the same board;
+  4. runs `watchers run` at default settings, SIGKILLs workers one at a time and
+     measures how long each task stays `running` after its worker died;
+  5. reads the daemon's RSS after it has run for at least 60 s;
+  6. prints a summary with PASS/FAIL per target and writes bench/out/results.json.
+
+Every wait is bounded; workers, the daemon and the temp directory are cleaned up
+however the run ends (workers also exit by themselves when this process dies: they
+block reading a pipe from it; the daemon gets SIGTERM from the kernel if we die).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "bench" / "out"
+
+TARGET_TICK_MS = 20.0
+TARGET_RATIO = 2.0
+TARGET_HEAL_P95_S = 20.0
+TARGET_RSS_MB = 60.0  # MiB of VmRSS
+
+CLAIM_BACKDATE_S = 60  # > the 30 s start grace, < the probe's 120 s spawn slack
+DAEMON_FIRST_ROUND_TIMEOUT_S = 90.0
+KILL_PHASE_LIMIT_S = 180.0
+RSS_MIN_AGE_S = 60.0
+POLL_S = 0.1
+SHUTDOWN_WAIT_S = 20.0
+WORKER_EXIT_WAIT_S = 10.0
+
+PROFILES = ("default", "coder", "researcher", "writer", "reviewer", "ops")
+HOST = socket.gethostname()
+
+# -- small helpers --------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+def kib(value: str | None) -> int | None:
+    if not value:
+        return None
+    return int(value.split()[0])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pidfd_count(pid: int) -> int:
+    n = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return -1
+    for name in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{name}") == "anon_inode:[pidfd]":
+                n += 1
+    return n
+
+
+@dataclass
+class Phases:
+    times: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.times[name] = round(time.monotonic() - t0, 2)
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {self.times[name]:.1f} s", flush=True)
+
+
+# -- phase 1: the board -------------------------------------------------------------
+
+LOREM = (
+    "Investigate the failing integration and write down what changed since the last "
+    "green build. Check the provider quota, the worktree state and the recent commits. "
+    "Summarise the findings in the task result, link the PR, and hand the follow-ups to "
+    "the reviewer profile. Keep the change small; prefer a revert when the cause is not "
+    "clear within the hour. Attach logs when they are shorter than a page. "
+) * 6
+
+
+class Ref:
+    """A row whose integer id is assigned after all rows are sorted by time."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id = 0
+
+
+@dataclass
+class BoardBuilder:
+    rng: random.Random
+    now: int
+    tasks: list[tuple[Any, ...]] = field(default_factory=list)
+    runs: list[tuple[int, int, Ref, tuple[Any, ...]]] = field(default_factory=list)
+    events: list[tuple[int, int, Ref, str, Ref | None, str, Any]] = field(default_factory=list)
+    comments: list[tuple[str, str, str, int]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    running_ids: list[str] = field(default_factory=list)
+    seq: int = 0
+    _ids: set[str] = field(default_factory=set)
+
+    # ids and rows
+
+    def task_id(self) -> str:
+        for _ in range(1000):
+            tid = f"t_{self.rng.getrandbits(32):08x}"
+            if tid not in self._ids:
+                self._ids.add(tid)
+                return tid
+        raise RuntimeError("could not draw a fresh task id")
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def event(
+        self, task_id: str, kind: str, payload: Any, at: int, run: Ref | None = None
+    ) -> Ref:
+        ref = Ref()
+        self.events.append((at, self._next(), ref, task_id, run, kind, payload))
+        return ref
+
+    def comment(self, task_id: str, author: str, body: str, at: int) -> None:
+        self.comments.append((task_id, author, body, at))
+        self.event(task_id, "commented", {"author": author, "len": len(body)}, at)
+
+    def add_task(
+        self,
+        tid: str,
+        status: str,
+        created: int,
+        *,
+        assignee: str | None,
+        started: int | None = None,
+        completed: int | None = None,
+        failures: int = 0,
+        last_error: str | None = None,
+        result: str | None = None,
+        block_kind: str | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        rng = self.rng
+        off = rng.randrange(0, 1500)
+        body = LOREM[off : off + rng.randrange(80, 700)]
+        ws = "worktree" if rng.random() < 0.3 else "scratch"
+        self.tasks.append(
+            (
+                tid,
+                f"{rng.choice(('Fix', 'Write', 'Review', 'Research', 'Refactor'))} "
+                f"{rng.choice(('the parser', 'docs for X', 'flaky test', 'billing', 'CI'))} "
+                f"#{rng.randrange(10000)}",
+                body,
+                assignee,
+                status,
+                rng.choice((0, 0, 0, 1, 2)),
+                rng.choice(("user", "orchestrator", "user")),
+                created,
+                started,
+                completed,
+                ws,
+                f"/home/u/work/{tid}" if ws == "worktree" else None,
+                f"kanban/{tid}" if ws == "worktree" else None,
+                None,  # claim_lock
+                None,  # claim_expires
+                None,  # tenant
+                result,
+                f"idem-{tid}" if rng.random() < 0.1 else None,
+                failures,
+                None,  # worker_pid
+                last_error,
+                rng.choice((None, None, 3600, 7200)),
+                None,  # last_heartbeat_at
+                None,  # current_run_id
+                None,  # skills
+                None,  # model_override
+                max_retries,
+                0,  # goal_mode
+                None,  # session_id
+                block_kind,
+                0,
+            )
+        )
+
+    def attempt(
+        self,
+        tid: str,
+        profile: str,
+        start: int,
+        outcome: str,
+        *,
+        error: str | None = None,
+        pid: int | None = None,
+    ) -> int:
+        """One closed attempt with its events; returns its end time."""
+        rng = self.rng
+        run = Ref()
+        pid = pid or rng.randrange(2000, 4_000_000)
+        lock = f"{HOST}:{rng.randrange(2000, 60000)}"
+        self.event(
+            tid, "claimed", {"lock": lock, "expires": start + 900, "run_id": run}, start, run
+        )
+        t = start
+        if outcome != "spawn_failed":
+            t += rng.randrange(1, 5)
+            self.event(tid, "spawned", {"pid": pid}, t, run)
+            for _ in range(rng.randrange(1, 4)):
+                t += rng.randrange(30, 400)
+                self.event(tid, "heartbeat", None, t, run)
+        end = t + rng.randrange(5, 600)
+        summary = None
+        meta: dict[str, Any] = {"pid": pid, "claimer": lock}
+        payload: dict[str, Any] = {"pid": pid, "claimer": lock}
+        if outcome == "completed":
+            summary = "Done: " + LOREM[: rng.randrange(40, 200)]
+            payload = {"summary": summary[:120]}
+            meta = {}
+        elif outcome == "crashed" and error and "signal" in error:
+            payload |= {"exit_kind": "signaled", "exit_code": 9}
+        elif outcome == "crashed" and error:
+            payload |= {"exit_kind": "nonzero_exit", "exit_code": 1}
+        elif outcome == "rate_limited":
+            payload |= {"exit_code": 75}
+        elif outcome == "timed_out":
+            payload = {"pid": pid, "elapsed": end - start, "limit": 3600}
+        elif outcome == "reclaimed":
+            payload = {"reason": "claim_expired", "prev_lock": lock}
+        elif outcome == "blocked":
+            payload = {"reason": "needs a decision from the requester"}
+        self.runs.append(
+            (
+                start,
+                self._next(),
+                run,
+                (
+                    tid,
+                    profile,
+                    None,  # step_key
+                    outcome,  # status
+                    None,  # claim_lock (closed runs clear the claim)
+                    None,
+                    None,
+                    None,  # max_runtime_seconds
+                    t if outcome != "spawn_failed" else None,
+                    start,
+                    end,
+                    outcome,
+                    summary,
+                    json.dumps(meta) if meta else None,
+                    error,
+                ),
+            )
+        )
+        self.event(tid, outcome, payload, end, run)
+        return end
+
+    def failed_attempt(self, tid: str, profile: str, start: int) -> tuple[int, str, str]:
+        rng = self.rng
+        pid = rng.randrange(2000, 4_000_000)
+        kind = rng.choices(
+            ("crashed", "timed_out", "rate_limited", "reclaimed", "stale", "spawn_failed"),
+            weights=(45, 20, 15, 10, 5, 5),
+        )[0]
+        if kind == "crashed":
+            error = (
+                f"pid {pid} killed by signal 9"
+                if rng.random() < 0.3
+                else f"pid {pid} exited with code 1"
+            )
+        elif kind == "timed_out":
+            error = f"elapsed {rng.randrange(3601, 9000)}s > limit 3600s"
+        elif kind == "rate_limited":
+            error = f"pid {pid} exited rate-limited (quota wall) — requeued without counting a failure"
+        elif kind == "reclaimed":
+            error = "claim expired"
+        elif kind == "stale":
+            error = f"no heartbeat for {rng.randrange(3600, 9000)}s"
+        else:
+            error = "[Errno 11] Resource temporarily unavailable"
+        end = self.attempt(tid, profile, start, kind, error=error, pid=pid)
+        return end, kind, error
+
+    # task shapes
+
+    def finished(self, archived: bool) -> None:
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(3600, 30 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = created + rng.randrange(10, 3600)
+        first = t
+        for _ in range(rng.choices((0, 1, 2), weights=(80, 15, 5))[0]):
+            end, kind, _ = self.failed_attempt(tid, profile, t)
+            t = end + (300 if kind == "rate_limited" else rng.randrange(5, 600))
+        end = self.attempt(tid, profile, t, "completed")
+        if rng.random() < 0.1:
+            self.comment(tid, rng.choice(("user", profile)), LOREM[: rng.randrange(20, 300)], end)
+        if archived:
+            self.event(tid, "archived", None, end + rng.randrange(60, 86400))
+        result = "Result: " + LOREM[: rng.randrange(40, 400)]
+        self.add_task(
+            tid,
+            "archived" if archived else "done",
+            created,
+            assignee=profile,
+            started=first,
+            completed=end,
+            result=result,
+        )
+
+    def waiting(self, status: str) -> str:
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = None if status == "triage" else rng.choice(PROFILES)
+        created = now - rng.randrange(60, 3 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": status, "parents": []}, created)
+        failures, last_error, started = 0, None, None
+        if status == "ready" and profile and rng.random() < 0.3:
+            start = created + rng.randrange(10, 600)
+            started = start
+            end, kind, error = self.failed_attempt(tid, profile, start)
+            if kind != "rate_limited" and kind != "reclaimed":
+                failures = 1
+            if kind != "reclaimed":
+                last_error = error
+            if end > now - 5:  # keep history in the past
+                raise RuntimeError("history reaches into the future")
+        self.add_task(
+            tid, status, created, assignee=profile, started=started, failures=failures,
+            last_error=last_error,
+        )  # fmt: skip
+        return tid
+
+    def todo(self, parent: str) -> None:
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(60, 86400)
+        self.event(
+            tid, "created", {"assignee": profile, "status": "todo", "parents": [parent]}, created
+        )
+        self.links.append((parent, tid))
+        self.add_task(tid, "todo", created, assignee=profile)
+
+    def to_run(self) -> None:
+        """Created ready; the demo dispatcher claims it later (as Hermes would)."""
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(CLAIM_BACKDATE_S + 60, 7200)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        self.add_task(tid, "ready", created, assignee=profile)
+        self.running_ids.append(tid)
+
+    def blocked_by_hand(self) -> None:
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(3600, 7 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        start = created + rng.randrange(10, 600)
+        end = self.attempt(tid, profile, start, "blocked")
+        kind = rng.choice(("needs_input", "dependency", "capability"))
+        self.event(tid, "blocked", {"reason": "needs a decision", "kind": kind}, end)
+        self.comment(tid, profile, "Blocked: " + LOREM[: rng.randrange(40, 200)], end)
+        self.add_task(tid, "blocked", created, assignee=profile, started=start, block_kind=kind)
+
+    def gave_up_task_caused(self) -> None:
+        """Hermes's breaker after two `exited with code 1` crashes: never reset."""
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(7200, 2 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = created + rng.randrange(10, 600)
+        first = t
+        error = ""
+        for _ in range(2):
+            pid = rng.randrange(2000, 4_000_000)
+            error = f"pid {pid} exited with code 1"
+            end = self.attempt(tid, profile, t, "crashed", error=error, pid=pid)
+            t = end + rng.randrange(5, 120)
+        self._hermes_gave_up(tid, error, end)
+        self.add_task(
+            tid, "blocked", created, assignee=profile, started=first, failures=2,
+            last_error=error,
+        )  # fmt: skip
+
+    def gave_up_infra_escalated(self) -> None:
+        """Infrastructure crash loop (`killed by signal 9`) that auto-heal already reset
+        three times within 24 h and then escalated: the correct action now is none."""
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(20 * 3600, 22 * 3600)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = created + rng.randrange(600, 1800)  # first crash cycle starts < 21.5 h ago
+        first = t
+        error = ""
+        for cycle in range(4):
+            for _ in range(2):
+                pid = rng.randrange(2000, 4_000_000)
+                error = f"pid {pid} killed by signal 9"
+                end = self.attempt(tid, profile, t, "crashed", error=error, pid=pid)
+                t = end + rng.randrange(5, 60)
+            gave_up = self._hermes_gave_up(tid, error, end)
+            if cycle < 3:
+                t = end + 60 * 2**cycle
+                self.event(
+                    tid,
+                    "unblocked",
+                    {
+                        "by": "watchers",
+                        "reset": cycle + 1,
+                        "status": "ready",
+                        "reason": "infra_crash_loop",
+                        "gave_up_event_id": gave_up,
+                        "evidence": {"resets_in_window": cycle},
+                    },
+                    t,
+                )
+                self.comment(tid, "watchers", f"kanban-watchers reset this task (reset {cycle + 1})", t)
+                t += rng.randrange(5, 120)
+            else:
+                t = end + rng.randrange(1, 30)
+                self.event(
+                    tid,
+                    "escalated",
+                    {
+                        "by": "watchers",
+                        "reason": "reset_limit",
+                        "gave_up_event_id": gave_up,
+                        "evidence": {"max_resets": 3},
+                    },
+                    t,
+                )
+                self.comment(tid, "watchers", "kanban-watchers: the environment needs a person", t)
+        if t > now - 600:
+            raise RuntimeError("escalated history reaches into the last 10 minutes")
+        self.add_task(
+            tid, "blocked", created, assignee=profile, started=first, failures=2,
+            last_error=error,
+        )  # fmt: skip
+
+    def _hermes_gave_up(self, tid: str, error: str, at: int) -> Ref:
+        return self.event(
+            tid,
+            "gave_up",
+            {
+                "failures": 2,
+                "effective_limit": 2,
+                "limit_source": "dispatcher",
+                "error": error,
+                "trigger_outcome": "crashed",
+            },
+            at,
+        )
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, Ref):
+        return value.id
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    return value
+
+
+def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str, Any]:
+    """Bulk-insert the history (one transaction); returns the running task ids and counts."""
+    from watchers.store.schema import create_board
+
+    rng = random.Random(seed)
+    b = BoardBuilder(rng, int(time.time()))
+    n_blocked = max(4, n_tasks // 100)
+    n_infra = n_blocked // 4
+    n_task_caused = n_blocked // 4
+    n_hand = n_blocked - n_infra - n_task_caused
+    n_ready = int(n_tasks * 0.015)
+    n_todo = n_tasks // 100
+    n_triage = n_tasks // 200
+    n_finished = n_tasks - n_running - n_blocked - n_ready - n_todo - n_triage
+    n_archived = n_finished // 5
+    if n_finished <= 0:
+        raise SystemExit("--tasks is too small for the mix")
+
+    t0 = time.monotonic()
+    for i in range(n_finished):
+        b.finished(archived=i < n_archived)
+    ready_ids = [b.waiting("ready") for _ in range(n_ready)]
+    for _ in range(n_triage):
+        b.waiting("triage")
+    for _ in range(n_todo):
+        b.todo(rng.choice(ready_ids))
+    for _ in range(n_hand):
+        b.blocked_by_hand()
+    for _ in range(n_task_caused):
+        b.gave_up_task_caused()
+    for _ in range(n_infra):
+        b.gave_up_infra_escalated()
+    for _ in range(n_running):
+        b.to_run()
+    rng.shuffle(b.tasks)  # rowid order unrelated to status, as on a real board
+
+    # ids in time order, as a board that grew over a month has them
+    b.runs.sort(key=lambda r: (r[0], r[1]))
+    for i, run in enumerate(b.runs, 1):
+        run[2].id = i
+    b.events.sort(key=lambda e: (e[0], e[1]))
+    for i, ev in enumerate(b.events, 1):
+        ev[2].id = i
+    gen_s = time.monotonic() - t0
+
+    create_board(path)
+    t1 = time.monotonic()
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=OFF")  # a bulk build; durability is not measured
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO tasks (id, title, body, assignee, status, priority, created_by, "
+            "created_at, started_at, completed_at, workspace_kind, workspace_path, branch_name, "
+            "claim_lock, claim_expires, tenant, result, idempotency_key, consecutive_failures, "
+            "worker_pid, last_failure_error, max_runtime_seconds, last_heartbeat_at, "
+            "current_run_id, skills, model_override, max_retries, goal_mode, session_id, "
+            "block_kind, block_recurrences) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            b.tasks,
+        )
+        conn.executemany(
+            "INSERT INTO task_runs (id, task_id, profile, step_key, status, claim_lock, "
+            "claim_expires, worker_pid, max_runtime_seconds, last_heartbeat_at, started_at, "
+            "ended_at, outcome, summary, metadata, error) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            ((r[2].id, *r[3]) for r in b.runs),
+        )
+        conn.executemany(
+            "INSERT INTO task_events (id, task_id, run_id, kind, payload, created_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (
+                (
+                    e[2].id,
+                    e[3],
+                    e[4].id if e[4] is not None else None,
+                    e[5],
+                    json.dumps(_resolve(e[6]), ensure_ascii=False) if e[6] else None,
+                    e[0],
+                )
+                for e in b.events
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?,?,?,?)",
+            sorted(b.comments, key=lambda c: c[3]),
+        )
+        conn.executemany("INSERT INTO task_links (parent_id, child_id) VALUES (?,?)", b.links)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    insert_s = time.monotonic() - t1
+    counts = {
+        "tasks": len(b.tasks),
+        "task_runs": len(b.runs),
+        "task_events": len(b.events),
+        "task_comments": len(b.comments),
+        "task_links": len(b.links),
+        "blocked_gave_up_infra_escalated": n_infra,
+        "blocked_gave_up_task_caused": n_task_caused,
+        "blocked_other": n_hand,
+    }
+    running_ids = list(b.running_ids)
+    del b
+    gc.collect()
+    return {
+        "running_ids": running_ids,
+        "counts": counts,
+        "generate_s": round(gen_s, 2),
+        "insert_s": round(insert_s, 2),
+    }
+
+
+def start_running(path: Path, task_ids: Sequence[str]) -> tuple[Any, dict[str, int]]:
+    """Claim each task as this host's dispatcher, start its worker, heartbeat once.
+    Claims are backdated so attempts are past the start grace."""
+    from watchers.demo.dispatcher import DemoDispatcher
+
+    disp = DemoDispatcher(path, light_workers=True)
+    disp.conn.execute("PRAGMA synchronous=NORMAL")  # the stand-in dispatcher's own connection
+    run_ids: dict[str, int] = {}
+    try:
+        for tid in task_ids:
+            claimed_at = int(time.time()) - CLAIM_BACKDATE_S
+            run_ids[tid] = disp.claim(tid, now=claimed_at)
+            disp.start_worker(tid)
+            disp.heartbeat(tid, now=claimed_at + CLAIM_BACKDATE_S // 2)
+    except BaseException:
+        stop_workers(disp)
+        raise
+    return disp, run_ids
+
+
+def stop_workers(disp: Any) -> dict[str, int]:
+    """Close every worker's stdin (they exit on EOF), wait bounded, kill leftovers."""
+    procs: list[subprocess.Popen[bytes]] = list(disp.workers.values())
+    for p in procs:
+        if p.stdin is not None:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
+    killed = 0
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            killed += 1
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+    leftover = sum(1 for p in procs if p.poll() is None)
+    disp.workers.clear()
+    with contextlib.suppress(sqlite3.Error):
+        disp.conn.close()
+    return {"workers": len(procs), "killed_after_timeout": killed, "still_running": leftover}
+
+
+# -- phase 2: the in-process steady-state tick --------------------------------------------
+
+
+def board_fingerprint(path: Path) -> tuple[Any, ...]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return tuple(
+            conn.execute(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM task_events), "
+                "(SELECT COUNT(*) FROM task_events), (SELECT COALESCE(MAX(id), 0) FROM task_runs), "
+                "(SELECT COUNT(*) FROM task_comments), "
+                "(SELECT group_concat(status || '=' || n) FROM "
+                "  (SELECT status, COUNT(*) AS n FROM tasks GROUP BY status ORDER BY status)), "
+                "(SELECT SUM(consecutive_failures) FROM tasks)"
+            ).fetchone()
+        )
+    finally:
+        conn.close()
+
+
+def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
+    from watchers.autoheal.watcher import AutoHeal
+    from watchers.clock import SystemClock
+    from watchers.probe import ProcessProbe
+    from watchers.runner import run_tick
+    from watchers.settings import Settings
+    from watchers.store.board import BoardStore
+
+    settings = Settings()
+    before = board_fingerprint(path)
+    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
+    probe = ProcessProbe()
+    store = BoardStore.open(path)
+    heal = AutoHeal(probe)
+    clock = SystemClock()
+    problems: list[str] = []
+    try:
+        t0 = time.perf_counter()
+        warm = run_tick(heal, store, settings, clock)
+        warm_ms = (time.perf_counter() - t0) * 1000
+        watching_after_warmup = probe.watching
+        for label, rep in (("warm-up", warm),):
+            if rep.error or rep.outcomes or rep.skipped:
+                problems.append(
+                    f"{label} tick: error={rep.error} actions={len(rep.outcomes)} "
+                    f"skipped={len(rep.skipped)}"
+                )
+        samples: list[float] = []
+        actions = 0
+        for _ in range(n_ticks):
+            t0 = time.perf_counter()
+            rep = run_tick(heal, store, settings, clock)
+            samples.append((time.perf_counter() - t0) * 1000)
+            actions += len(rep.outcomes)
+            if rep.error or rep.skipped:
+                problems.append(f"tick error={rep.error} skipped={len(rep.skipped)}")
+        prof_text = None
+        if profile or statistics.median(samples) > TARGET_TICK_MS:
+            prof_text = profile_ticks(lambda: run_tick(heal, store, settings, clock), 20)
+        gave_up = len(heal._observers[path.resolve()].candidates)
+    finally:
+        store.close()
+        probe.close()
+    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
+    watch.close()
+    after = board_fingerprint(path)
+    wrote_nothing = actions == 0 and version0 == version1 and before == after
+    if not wrote_nothing:
+        problems.append(
+            f"steady-state ticks wrote: actions={actions} data_version {version0}->{version1}"
+        )
+    return {
+        "n": len(samples),
+        "median_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(pct(samples, 95), 3),
+        "min_ms": round(min(samples), 3),
+        "max_ms": round(max(samples), 3),
+        "warmup_ms": round(warm_ms, 1),
+        "workers_watched": watching_after_warmup,
+        "gave_up_candidates": gave_up,
+        "actions_in_steady_state": actions,
+        "wrote_nothing": wrote_nothing,
+        "problems": problems,
+        "profile": prof_text,
+    }
+
+
+def profile_ticks(fn: Callable[[], Any], n: int) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        fn()
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
+    return buf.getvalue()
+
+
+# -- phase 3: Hermes's own pass ------------------------------------------------------------
+
+
+def bench_hermes(path: Path, n_calls: int, n_running: int) -> dict[str, Any]:
+    t0 = time.monotonic()
+    from hermes_cli import kanban_db as kb
+
+    import_s = time.monotonic() - t0
+    grace = kb._resolve_crash_grace_seconds()
+    host_prefix = f"{kb._claimer_id().split(':', 1)[0]}:"
+    cols_before = _columns(path)
+
+    t0 = time.monotonic()
+    conn = kb.connect(path)  # first connect: header + integrity check + schema; excluded
+    first_connect_s = time.monotonic() - t0
+    problems: list[str] = []
+    try:
+        oldest_ok = conn.execute(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'running' AND worker_pid IS NOT NULL "
+            "AND claim_lock LIKE ? AND started_at <= ?",
+            (host_prefix + "%", int(time.time()) - grace),
+        ).fetchone()[0]
+        # One untimed call with _pid_alive counted: proves it checks every worker.
+        real = kb._pid_alive
+        seen: list[bool] = []
+
+        def counting(pid: int | None) -> bool:
+            alive = real(pid)
+            seen.append(alive)
+            return alive
+
+        kb._pid_alive = counting
+        try:
+            first = kb.detect_crashed_workers(conn)
+        finally:
+            kb._pid_alive = real
+        if first:
+            problems.append(f"Hermes reclaimed {len(first)} task(s): {first[:5]}")
+        if len(seen) != n_running or not all(seen):
+            problems.append(f"Hermes checked {len(seen)} PIDs ({sum(seen)} alive), "
+                            f"expected {n_running}")  # fmt: skip
+        watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        v0 = watch.execute("PRAGMA data_version").fetchone()[0]
+        samples: list[float] = []
+        for _ in range(n_calls):
+            t1 = time.perf_counter()
+            out = kb.detect_crashed_workers(conn)
+            samples.append((time.perf_counter() - t1) * 1000)
+            if out:
+                problems.append(f"Hermes reclaimed {out[:5]}")
+        v1 = watch.execute("PRAGMA data_version").fetchone()[0]
+        watch.close()
+        if v0 != v1:
+            problems.append("Hermes's calls changed the board")
+    finally:
+        conn.close()
+    cols_after = _columns(path)
+    return {
+        "n": len(samples),
+        "median_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(pct(samples, 95), 3),
+        "min_ms": round(min(samples), 3),
+        "max_ms": round(max(samples), 3),
+        "import_s": round(import_s, 2),
+        "first_connect_s": round(first_connect_s, 2),
+        "crash_grace_s": grace,
+        "host_prefix": host_prefix,
+        "running_past_grace": oldest_ok,
+        "pids_checked_per_call": len(seen),
+        "pids_alive": sum(seen),
+        "schema_changed_by_hermes": sorted(cols_after - cols_before),
+        "problems": problems,
+    }
+
+
+def _columns(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {
+            f"{t}.{r[1]}"
+            for t in ("tasks", "task_runs", "task_events")
+            for r in conn.execute(f"PRAGMA table_info({t})")
+        }
+    finally:
+        conn.close()
+
+
+# -- phases 4 and 5: the daemon --------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the daemon's child process: SIGTERM it if the benchmark dies (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def watchers_argv() -> list[str]:
+    exe = Path(sys.executable).parent / "watchers"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "watchers"]
+
+
+@dataclass
+class DaemonRun:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started_mono: float
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        out = []
+        with contextlib.suppress(OSError), self.log_path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    out.append({"event": line.rstrip(), "level": "raw"})
+        return out
+
+
+def start_daemon(path: Path, log_path: Path) -> DaemonRun:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WATCHERS_")}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*watchers_argv(), "run", "--board", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run in the benchmark
+        )
+    return DaemonRun(proc, log_path, time.monotonic())
+
+
+def wait_first_round(d: DaemonRun, n_workers: int) -> dict[str, Any]:
+    """Started, and its first tick verified every worker (one pidfd each)."""
+    deadline = time.monotonic() + DAEMON_FIRST_ROUND_TIMEOUT_S
+    started = False
+    fds = 0
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited early with {d.proc.returncode}; see {d.log_path}")
+        if not started:
+            started = any(line.get("event") == "started" for line in d.log_lines())
+        fds = pidfd_count(d.proc.pid)
+        if started and fds >= n_workers:
+            break
+        time.sleep(0.2)
+    return {
+        "started_logged": started,
+        "pidfds": fds,
+        "first_round_s": round(time.monotonic() - d.started_mono, 2),
+        "ok": started and fds >= n_workers,
+    }
+
+
+def kill_and_measure(
+    d: DaemonRun,
+    path: Path,
+    disp: Any,
+    run_ids: dict[str, int],
+    n_kills: int,
+    rng: random.Random,
+) -> dict[str, Any]:
+    victims = rng.sample(sorted(disp.workers), n_kills)
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    pending: dict[str, float] = {}  # task id -> kill time (monotonic)
+    heal: dict[str, float] = {}
+    new_status: dict[str, str] = {}
+    kill_wall: dict[str, float] = {}
+    rss_samples: list[tuple[float, int]] = []
+    start = time.monotonic()
+    deadline = start + KILL_PHASE_LIMIT_S
+    next_kill = start + rng.uniform(2.0, 6.0)
+    next_rss = start
+    queue = list(victims)
+    try:
+        while (queue or pending) and time.monotonic() < deadline:
+            now = time.monotonic()
+            if queue and now >= next_kill:
+                tid = queue.pop(0)
+                proc = disp.workers[tid]
+                kill_wall[tid] = time.time()
+                pending[tid] = time.monotonic()
+                proc.kill()
+                proc.wait(timeout=5)  # reaped: the PID is gone, as when init reaps it
+                next_kill = time.monotonic() + rng.uniform(2.0, 6.0)
+            if pending:
+                ids = list(pending)
+                marks = ",".join("?" * len(ids))
+                rows = ro.execute(
+                    f"SELECT id, status FROM tasks WHERE id IN ({marks})", ids
+                ).fetchall()
+                seen_at = time.monotonic()
+                for tid, status in rows:
+                    if status != "running":
+                        heal[tid] = seen_at - pending.pop(tid)
+                        new_status[tid] = status
+            if now >= next_rss:
+                rss = kib(proc_status(d.proc.pid).get("VmRSS"))
+                if rss is not None:
+                    rss_samples.append((round(now - d.started_mono, 1), rss))
+                next_rss = now + 1.0
+            if d.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited during the kill phase: {d.proc.returncode}")
+            wake = time.monotonic() + POLL_S
+            if queue:
+                wake = min(wake, next_kill)
+            time.sleep(max(0.0, wake - time.monotonic()))
+        # the heal rows: each run closed as crashed by the watchers
+        checked = 0
+        for tid in heal:
+            run = ro.execute(
+                "SELECT outcome FROM task_runs WHERE id = ?", (run_ids[tid],)
+            ).fetchone()
+            ev = ro.execute(
+                "SELECT payload FROM task_events WHERE task_id = ? AND kind = 'crashed' "
+                "ORDER BY id DESC LIMIT 1",
+                (tid,),
+            ).fetchone()
+            by = json.loads(ev[0]).get("by") if ev and ev[0] else None
+            if run and run[0] == "crashed" and by == "watchers":
+                checked += 1
+    finally:
+        ro.close()
+    times = [heal[t] for t in victims if t in heal]
+    return {
+        "kills": len(victims) - len(queue),
+        "healed": len(times),
+        "unhealed": sorted(pending) + queue,
+        "median_s": round(statistics.median(times), 2) if times else None,
+        "p95_s": round(pct(times, 95), 2) if times else None,
+        "min_s": round(min(times), 2) if times else None,
+        "max_s": round(max(times), 2) if times else None,
+        "samples_s": [round(t, 2) for t in times],
+        "new_status": sorted(set(new_status.values())),
+        "heals_verified": checked,
+        "phase_s": round(time.monotonic() - start, 1),
+        "rss_samples": rss_samples,
+        "victims": victims,
+    }
+
+
+def stop_daemon(d: DaemonRun) -> dict[str, Any]:
+    if d.proc.poll() is not None:
+        return {"exit_code": d.proc.returncode, "shutdown_s": 0.0, "note": "already exited"}
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        code = d.proc.wait(timeout=SHUTDOWN_WAIT_S)
+        note = "SIGTERM"
+    except subprocess.TimeoutExpired:
+        d.proc.kill()
+        code = d.proc.wait(timeout=10)
+        note = f"did not stop within {SHUTDOWN_WAIT_S:.0f}s; SIGKILLed"
+    return {"exit_code": code, "shutdown_s": round(time.monotonic() - t0, 2), "note": note}
+
+
+def daemon_log_summary(d: DaemonRun, victims: Sequence[str]) -> dict[str, Any]:
+    lines = d.log_lines()
+    actions = [ln for ln in lines if ln.get("event") == "action"]
+    reaped = {ln.get("task") for ln in actions if ln.get("result") == "applied"}
+    others = [ln for ln in actions if ln.get("task") not in set(victims)]
+    bad = [
+        ln
+        for ln in lines
+        if ln.get("level") in ("warning", "error", "critical", "raw")
+        or ln.get("event") in ("tick failed", "guard tripped: holding actions", "tick crashed")
+    ]
+    return {
+        "log_lines": len(lines),
+        "actions": len(actions),
+        "applied_on_victims": len(reaped & set(victims)),
+        "actions_on_other_tasks": len(others),
+        "warnings_or_errors": len(bad),
+        "first_problems": [ln.get("event") for ln in bad[:5]],
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = kib(proc_status(os.getpid()).get("VmRSS"))
+    total_mem = None
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as fh:
+        total_mem = kib(fh.readline().split(":", 1)[1])
+    import psutil
+
+    from watchers import __version__
+
+    try:
+        from importlib.metadata import version
+
+        hermes = version("hermes-agent")
+    except Exception:
+        hermes = "?"
+    return {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "mem_total_mib": round(total_mem / 1024) if total_mem else None,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "psutil": psutil.__version__,
+        "hermes_agent": hermes,
+        "kanban_watchers": __version__,
+        "kernel": platform.release(),
+        "bench_rss_at_start_kib": mem,
+    }
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def fmt(value: Any, unit: str, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f} {unit}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--tasks", type=int, default=100_000)
+    ap.add_argument("--running", type=int, default=1_000)
+    ap.add_argument("--ticks", type=int, default=60, help="timed steady-state ticks (>= 50)")
+    ap.add_argument("--hermes-calls", type=int, default=25, help="timed Hermes calls (>= 20)")
+    ap.add_argument("--kills", type=int, default=24, help="workers SIGKILLed (>= 20)")
+    ap.add_argument("--seed", type=int, default=20240611)
+    ap.add_argument("--profile", action="store_true", help="print a cProfile of 20 ticks")
+    ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
+    args = ap.parse_args(argv)
+
+    t_start = time.monotonic()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    _raise_nofile()
+    stripped = sorted(
+        k
+        for k in os.environ
+        if k.upper().startswith("WATCHERS_") or k == "HERMES_KANBAN_CRASH_GRACE_SECONDS"
+    )
+    for k in stripped:
+        del os.environ[k]  # default settings, default Hermes grace
+
+    tmp = Path(tempfile.mkdtemp(prefix="kw-bench-"))
+    os.environ["HERMES_HOME"] = str(tmp / "hermes")
+    os.environ["HERMES_KANBAN_HOME"] = str(tmp / "hermes")
+    board = tmp / "kanban.db"
+    rng = random.Random(args.seed + 1)
+    phases = Phases()
+    res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    problems: list[str] = []
+    disp: Any = None
+    daemon: DaemonRun | None = None
+
+    from watchers.logs import configure_logging
+
+    configure_logging("info", "console", stream=sys.stderr)
+    res["machine"] = machine_facts()
+    m = res["machine"]
+    print(
+        f"machine: {m['cpus']} cores ({m['cpus_usable']} usable) {m['cpu_model']}, "
+        f"{m['mem_total_mib']} MiB RAM, Python {m['python']}, SQLite {m['sqlite']}, "
+        f"hermes-agent {m['hermes_agent']}, kernel {m['kernel']}"
+    )
+    if stripped:
+        print(f"note: ignoring {', '.join(stripped)} (the benchmark uses defaults)")
+    try:
+        with phases.phase("1a build board"):
+            built = build_board(board, args.tasks, args.running, args.seed)
+        res["board"] = {
+            **built["counts"],
+            "generate_s": built["generate_s"],
+            "insert_s": built["insert_s"],
+        }
+        with phases.phase("1b claim + start workers"):
+            disp, run_ids = start_running(board, built["running_ids"])
+        res["board"]["running_workers"] = len(disp.workers)
+        res["board"]["size_mib"] = round(board.stat().st_size / 2**20, 1)
+        print(
+            f"board: {res['board']['tasks']:,} tasks, {res['board']['task_runs']:,} runs, "
+            f"{res['board']['task_events']:,} events, {res['board']['size_mib']} MiB; "
+            f"{len(disp.workers)} live workers"
+        )
+
+        with phases.phase("2 in-process auto-heal ticks"):
+            res["tick"] = bench_tick(board, args.ticks, args.profile)
+        problems += res["tick"]["problems"]
+        if res["tick"]["profile"]:
+            print(res["tick"]["profile"])
+
+        with phases.phase("3 Hermes detect_crashed_workers"):
+            res["hermes"] = bench_hermes(board, args.hermes_calls, len(disp.workers))
+        problems += res["hermes"]["problems"]
+
+        with phases.phase("4 daemon: start + first round"):
+            daemon = start_daemon(board, tmp / "daemon.log")
+            res["daemon_start"] = wait_first_round(daemon, len(disp.workers))
+        if not res["daemon_start"]["ok"]:
+            problems.append(f"daemon first round not confirmed: {res['daemon_start']}")
+        with phases.phase("4 daemon: kills + heal times"):
+            res["heal"] = kill_and_measure(daemon, board, disp, run_ids, args.kills, rng)
+            # RSS once the daemon has run for at least a minute
+            wait_until = daemon.started_mono + RSS_MIN_AGE_S
+            time.sleep(max(0.0, min(RSS_MIN_AGE_S, wait_until - time.monotonic())))
+            st = proc_status(daemon.proc.pid)
+            res["rss"] = {
+                "after_s": round(time.monotonic() - daemon.started_mono, 1),
+                "vmrss_kib": kib(st.get("VmRSS")),
+                "vmhwm_kib": kib(st.get("VmHWM")),
+                "threads": int(st.get("Threads", "0")),
+                "pidfds": pidfd_count(daemon.proc.pid),
+                "cpu_s": cpu_seconds(daemon.proc.pid),
+            }
+        if res["heal"]["unhealed"]:
+            problems.append(f"not healed in time: {res['heal']['unhealed']}")
+        if res["heal"]["new_status"] != ["ready"]:
+            problems.append(f"killed tasks became {res['heal']['new_status']}, expected ready")
+        if res["heal"]["heals_verified"] != res["heal"]["healed"]:
+            problems.append("some heals were not closed as crashed by the watchers")
+        with phases.phase("6 daemon shutdown (SIGTERM)"):
+            res["shutdown"] = stop_daemon(daemon)
+        res["daemon_log"] = daemon_log_summary(daemon, res["heal"]["victims"])
+        if res["daemon_log"]["warnings_or_errors"]:
+            problems.append(f"daemon log has problems: {res['daemon_log']['first_problems']}")
+        if res["daemon_log"]["actions_on_other_tasks"]:
+            problems.append(
+                f"daemon acted on {res['daemon_log']['actions_on_other_tasks']} task(s) "
+                "that were not killed"
+            )
+        if res["shutdown"]["exit_code"] != 0:
+            problems.append(f"daemon exit code {res['shutdown']['exit_code']}")
+    except BaseException as exc:
+        problems.append(f"benchmark aborted: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if daemon is not None and daemon.proc.poll() is None:
+            res["shutdown"] = stop_daemon(daemon)
+        if disp is not None:
+            res["cleanup"] = stop_workers(disp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        res["problems"] = problems
+        res["phases_s"] = phases.times
+        res["total_s"] = round(time.monotonic() - t_start, 1)
+        report(res, args.out)
+    return 0 if res.get("all_pass") else 1
+
+
+def report(res: dict[str, Any], out: Path) -> None:
+    tick, herm, heal, rss = (res.get(k, {}) for k in ("tick", "hermes", "heal", "rss"))
+    ratio = None
+    if tick.get("median_ms") and herm.get("median_ms"):
+        ratio = herm["median_ms"] / tick["median_ms"]
+    rss_mib = rss["vmrss_kib"] / 1024 if rss.get("vmrss_kib") else None
+    checks: list[tuple[str, Any, str, str, bool | None]] = [
+        (
+            "auto-heal tick, median",
+            fmt(tick.get("median_ms"), "ms", 2),
+            f"<= {TARGET_TICK_MS:.0f} ms",
+            "tick_median_ms",
+            tick.get("median_ms") is not None and tick["median_ms"] <= TARGET_TICK_MS,
+        ),
+        ("auto-heal tick, p95", fmt(tick.get("p95_ms"), "ms", 2), "", "", None),
+        ("Hermes detect_crashed_workers, median", fmt(herm.get("median_ms"), "ms", 2), "", "",
+         None),
+        ("Hermes detect_crashed_workers, p95", fmt(herm.get("p95_ms"), "ms", 2), "", "", None),
+        (
+            "Hermes median / tick median",
+            fmt(ratio, "x", 1),
+            f">= {TARGET_RATIO:.0f}x",
+            "ratio",
+            ratio is not None and ratio >= TARGET_RATIO,
+        ),
+        ("heal time, median", fmt(heal.get("median_s"), "s", 1), "", "", None),
+        (
+            "heal time, p95",
+            fmt(heal.get("p95_s"), "s", 1),
+            f"<= {TARGET_HEAL_P95_S:.0f} s",
+            "heal_p95_s",
+            heal.get("p95_s") is not None
+            and not heal.get("unhealed")
+            and heal["p95_s"] <= TARGET_HEAL_P95_S,
+        ),
+        (
+            f"daemon VmRSS after {rss.get('after_s', 0):.0f} s",
+            fmt(rss_mib, "MiB", 1),
+            f"<= {TARGET_RSS_MB:.0f} MiB",
+            "rss_mib",
+            rss_mib is not None and rss_mib <= TARGET_RSS_MB,
+        ),
+    ]  # fmt: skip
+    targets = [
+        {"name": key, "value": value, "target": target, "pass": ok}
+        for _, value, target, key, ok in checks
+        if key
+    ]
+    res["ratio"] = round(ratio, 2) if ratio else None
+    res["targets"] = targets
+    res["all_pass"] = all(t["pass"] for t in targets) and not res["problems"]
+
+    m = res.get("machine", {})
+    print()
+    print("=" * 78)
+    print(
+        f"kanban-watchers benchmark — {m.get('cpus')} cores, Python {m.get('python')}, "
+        f"SQLite {m.get('sqlite')}, hermes-agent {m.get('hermes_agent')}"
+    )
+    b = res.get("board", {})
+    if b:
+        print(
+            f"board: {b.get('tasks', 0):,} tasks, {b.get('task_runs', 0):,} runs, "
+            f"{b.get('task_events', 0):,} events, {b.get('task_comments', 0):,} comments, "
+            f"{b.get('size_mib')} MiB; {b.get('running_workers')} running on live workers; "
+            f"blocked: {b.get('blocked_gave_up_infra_escalated')} infra give-ups (escalated), "
+            f"{b.get('blocked_gave_up_task_caused')} task-caused give-ups, "
+            f"{b.get('blocked_other')} other"
+        )
+    print("-" * 78)
+    print(f"{'figure':40} {'value':>12}  {'target':>10}  result")
+    for label, value, target, _, ok in checks:
+        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"{label:40} {value:>12}  {target:>10}  {verdict}")
+    print("-" * 78)
+    if tick:
+        print(
+            f"ticks: {tick.get('n')} timed after 1 warm-up ({tick.get('warmup_ms')} ms, "
+            f"{tick.get('workers_watched')} workers verified); min/max "
+            f"{tick.get('min_ms')}/{tick.get('max_ms')} ms; steady state wrote nothing: "
+            f"{tick.get('wrote_nothing')}; give-ups followed: {tick.get('gave_up_candidates')}"
+        )
+    if herm:
+        print(
+            f"Hermes: {herm.get('n')} calls; checked {herm.get('pids_checked_per_call')} PIDs "
+            f"per call ({herm.get('pids_alive')} alive), grace {herm.get('crash_grace_s')} s, "
+            f"host prefix {herm.get('host_prefix')!r}; first connect "
+            f"{herm.get('first_connect_s')} s (excluded); schema changes by Hermes: "
+            f"{herm.get('schema_changed_by_hermes') or 'none'}"
+        )
+    if heal:
+        print(
+            f"heals: {heal.get('healed')}/{heal.get('kills')} killed workers healed "
+            f"(-> {', '.join(heal.get('new_status') or []) or '?'}; "
+            f"{heal.get('heals_verified')} verified as crashed by watchers), "
+            f"min/max {heal.get('min_s')}/{heal.get('max_s')} s"
+        )
+    if rss:
+        print(
+            f"daemon: VmHWM {fmt((rss.get('vmhwm_kib') or 0) / 1024, 'MiB')}, "
+            f"{rss.get('threads')} threads, {rss.get('pidfds')} pidfds, CPU "
+            f"{fmt(rss.get('cpu_s'), 's')} in {rss.get('after_s')} s"
+        )
+    sd = res.get("shutdown")
+    if sd:
+        print(
+            f"daemon shutdown: exit code {sd['exit_code']} after {sd['shutdown_s']} s "
+            f"({sd['note']})"
+        )
+    cl = res.get("cleanup")
+    if cl:
+        print(
+            f"cleanup: {cl['workers']} workers stopped ({cl['killed_after_timeout']} needed "
+            f"SIGKILL, {cl['still_running']} still running); temp dir removed"
+        )
+    print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["phases_s"].items()))
+    print(f"total: {res['total_s']:.1f} s")
+    for p in res["problems"]:
+        print(f"PROBLEM: {p}")
+    print(f"overall: {'PASS' if res['all_pass'] else 'FAIL'}")
+    print("=" * 78)
+
+    res.pop("tick", {}).pop("profile", None) if False else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    slim = json.loads(json.dumps(res, default=str))
+    if slim.get("tick"):
+        slim["tick"].pop("profile", None)
+    out.write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
