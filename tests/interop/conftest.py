@@ -1,0 +1,45 @@
+"""Fixtures for the interop tests (the harness itself is in interop_harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hermes_cli import kanban_db as kb
+from tests.interop.interop_harness import PROFILE, HermesBoard, WatchersCli
+
+
+@pytest.fixture
+def hermes_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private Hermes root (HERMES_HOME = HERMES_KANBAN_HOME) with one profile, immediate
+    crash detection, and Hermes's per-process caches emptied."""
+    root = tmp_path / "hermes"
+    (root / "profiles" / PROFILE).mkdir(parents=True)
+    monkeypatch.setenv("HERMES_HOME", str(root))
+    monkeypatch.setenv("HERMES_KANBAN_HOME", str(root))
+    monkeypatch.setenv("HERMES_KANBAN_CRASH_GRACE_SECONDS", "0")
+    for name in ("HERMES_KANBAN_DB", "HERMES_KANBAN_BOARD", "HERMES_KANBAN_WORKSPACES_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(kb, "_INITIALIZED_PATHS", set())
+    monkeypatch.setattr(kb, "_recent_worker_exits", {})
+    return root
+
+
+@pytest.fixture
+def hermes_board(hermes_home: Path) -> Iterator[HermesBoard]:
+    """Hermes's default board (`<root>/kanban.db`), created by Hermes itself; every worker
+    it spawned is ended at teardown."""
+    path = hermes_home / "kanban.db"
+    kb.connect(path).close()
+    hermes_board = HermesBoard(path)
+    try:
+        yield hermes_board
+    finally:
+        hermes_board.close()
+
+
+@pytest.fixture
+def watchers() -> WatchersCli:
+    """The real `watchers` CLI, run from the project root."""
+    return WatchersCli(Path(__file__).resolve().parents[2])
