@@ -35,6 +35,7 @@ import psutil
 
 from watchers.model import Observation, Verdict
 
+VERIFIED = "verified worker"  # alive, and its identity checked: only these are cached
 _BORN_BEFORE_CLAIM_TOLERANCE = 2.0  # claim times are whole seconds; process start times are not
 _FINGERPRINT_TOLERANCE = 1.0
 _FD_RESERVE = 256
@@ -180,13 +181,13 @@ class ProcessProbe:
                 watch = self._watches.get(key)
                 if watch is not None and key not in exited and self._still_same(watch):
                     out[ref.task_id] = Observation(
-                        Verdict.ALIVE, "verified worker", process_started_at=watch.create_time
+                        Verdict.ALIVE, VERIFIED, process_started_at=watch.create_time
                     )
                     continue
                 if watch is not None:
                     self._unwatch(key)
                 obs = self.inspect(ref, spawn_slack)
-                if obs.verdict is Verdict.ALIVE and obs.process_started_at is not None:
+                if obs.detail == VERIFIED and obs.process_started_at is not None:
                     self._watch(key, ref.pid, obs.process_started_at)
                 out[ref.task_id] = obs
             return out
@@ -228,15 +229,25 @@ class ProcessProbe:
         except psutil.NoSuchProcess:
             return Observation(Verdict.GONE, "no such process (exited while inspected)")
         except psutil.AccessDenied:
-            cmdline = []  # unreadable: judged by start time alone
-        if cmdline and not any(ref.task_id in part for part in cmdline):
+            return Observation(
+                Verdict.UNKNOWN,
+                "not permitted to read the command line",
+                process_started_at=started,
+            )
+        if not cmdline:
+            # Empty while a process is between fork and exec: maybe a new process on a
+            # recycled PID. Alive for now, but not verified (not cached): look again next tick.
+            return Observation(
+                Verdict.ALIVE, "command line not readable yet", process_started_at=started
+            )
+        if not any(ref.task_id in part for part in cmdline):
             shown = " ".join(cmdline)[:80]
             return Observation(
                 Verdict.REUSED,
                 f"pid now runs a command without {ref.task_id}: {shown!r}",
                 process_started_at=started,
             )
-        return Observation(Verdict.ALIVE, "verified worker", process_started_at=started)
+        return Observation(Verdict.ALIVE, VERIFIED, process_started_at=started)
 
     @staticmethod
     def _identity_mismatch(ref: WorkerRef, started: float, spawn_slack: float) -> str | None:

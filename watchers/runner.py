@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -107,35 +107,25 @@ def run_tick(
 ) -> TickReport:
     started = clock.now()
     t0 = time.perf_counter()
+
+    def finish(**result: Any) -> TickReport:
+        return TickReport(
+            watcher=watcher.name,
+            board=store.slug,
+            started_at=started,
+            duration_seconds=time.perf_counter() - t0,
+            **result,
+        )
+
     try:
         actions, skipped = watcher.plan(store, settings, started)
         outcomes = execute(store, actions, clock.now(), dry_run)
-        report = TickReport(
-            watcher=watcher.name,
-            board=store.slug,
-            started_at=started,
-            duration_seconds=time.perf_counter() - t0,
-            outcomes=tuple(outcomes),
-            skipped=tuple(skipped),
-        )
+        report = finish(outcomes=tuple(outcomes), skipped=tuple(skipped))
     except WatchersError as exc:
-        report = TickReport(
-            watcher=watcher.name,
-            board=store.slug,
-            started_at=started,
-            duration_seconds=time.perf_counter() - t0,
-            error=str(exc),
-            transient=isinstance(exc, StoreBusy),
-        )
+        report = finish(error=str(exc), transient=isinstance(exc, StoreBusy))
     except Exception as exc:  # a bug must not kill the daemon; the traceback goes to the log
         log.exception("tick crashed", watcher=watcher.name, board=store.slug)
-        report = TickReport(
-            watcher=watcher.name,
-            board=store.slug,
-            started_at=started,
-            duration_seconds=time.perf_counter() - t0,
-            error=f"{type(exc).__name__}: {exc}",
-        )
+        report = finish(error=f"{type(exc).__name__}: {exc}")
     announce(report)
     if on_report is not None:
         on_report(report)

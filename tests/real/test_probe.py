@@ -18,10 +18,15 @@ TASK = "t_c0ffee01"
 
 
 def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """A process that has finished exec (its command line is readable)."""
+    p = subprocess.Popen(
         [sys.executable, "-S", "-c", "import sys; sys.stdin.read()", *args],
         stdin=subprocess.PIPE,
     )
+    deadline = time.monotonic() + 10
+    while not psutil.Process(p.pid).cmdline():  # the kernel finishing exec, not a timer
+        assert time.monotonic() < deadline
+    return p
 
 
 @pytest.fixture
@@ -165,6 +170,17 @@ def test_without_pidfds_the_probe_falls_back_to_proc_start_times(probe, procs):
     p.kill()
     p.wait()
     assert judge(probe, r).verdict is Verdict.GONE
+
+
+def test_a_process_caught_before_its_command_line_is_readable_is_not_trusted(
+    probe, procs, monkeypatch
+):
+    """Mid-exec the command line reads empty: alive for now, but never cached as the worker."""
+    p = worker(procs)
+    monkeypatch.setattr(psutil.Process, "cmdline", lambda self: [])
+    obs = judge(probe, ref(p))
+    assert obs.verdict is Verdict.ALIVE and obs.detail == "command line not readable yet"
+    assert probe.watching == 0
 
 
 def test_workers_no_longer_asked_about_are_forgotten(probe, procs):

@@ -8,7 +8,6 @@ is left running after a demo or a benchmark, however it exits.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -16,10 +15,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from watchers.store.board import insert_event
 
 CLAIM_TTL_SECONDS = 900
 _PY_WORKER = "import sys; sys.stdin.read()"
@@ -40,6 +40,7 @@ class DemoDispatcher:
         self.conn = sqlite3.connect(str(board), isolation_level=None, timeout=30)
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: set[str] = set()  # tracked here: poll() would reap a zombie we want kept
 
     def close(self) -> None:
         for proc in self.workers.values():
@@ -64,19 +65,6 @@ class DemoDispatcher:
             raise
         self.conn.execute("COMMIT")
 
-    def _event(
-        self,
-        task_id: str,
-        kind: str,
-        payload: Mapping[str, Any] | None,
-        now: int,
-        run_id: int | None = None,
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-            (task_id, run_id, kind, json.dumps(payload) if payload else None, now),
-        )
-
     def create_task(
         self,
         title: str,
@@ -94,7 +82,9 @@ class DemoDispatcher:
                 "workspace_kind, max_retries) VALUES (?, ?, ?, ?, 'ready', 0, 'demo', ?, 'scratch', ?)",
                 (task_id, title, body, assignee, now, max_retries),
             )
-            self._event(task_id, "created", {"assignee": assignee, "status": "ready"}, now)
+            insert_event(
+                self.conn, task_id, "created", {"assignee": assignee, "status": "ready"}, now
+            )
         return task_id
 
     def claim(self, task_id: str, *, now: int | None = None) -> int:
@@ -118,7 +108,9 @@ class DemoDispatcher:
             )
             run_id = int(run.lastrowid or 0)
             self.conn.execute("UPDATE tasks SET current_run_id = ? WHERE id = ?", (run_id, task_id))
-            self._event(task_id, "claimed", {"lock": self.claimer, "run_id": run_id}, now, run_id)
+            insert_event(
+                self.conn, task_id, "claimed", {"lock": self.claimer, "run_id": run_id}, now, run_id
+            )
         return run_id
 
     def start_worker(self, task_id: str) -> subprocess.Popen[bytes]:
@@ -131,6 +123,7 @@ class DemoDispatcher:
             argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.workers[task_id] = proc
+        self.killed.discard(task_id)
         self.record_pid(task_id, proc.pid)
         return proc
 
@@ -142,7 +135,7 @@ class DemoDispatcher:
                 "UPDATE task_runs SET worker_pid = ? WHERE id = (SELECT current_run_id FROM tasks WHERE id = ?)",
                 (pid, task_id),
             )
-            self._event(task_id, "spawned", {"pid": pid}, now)
+            insert_event(self.conn, task_id, "spawned", {"pid": pid}, now)
 
     def heartbeat(self, task_id: str, *, now: int | None = None) -> None:
         now = int(time.time()) if now is None else now
@@ -156,7 +149,7 @@ class DemoDispatcher:
                 "WHERE id = (SELECT current_run_id FROM tasks WHERE id = ?)",
                 (now, task_id),
             )
-            self._event(task_id, "heartbeat", None, now)
+            insert_event(self.conn, task_id, "heartbeat", None, now)
 
     def backdate_attempt(self, task_id: str, seconds: int) -> None:
         """Make the open attempt look `seconds` older (claim and heartbeat)."""
@@ -176,6 +169,7 @@ class DemoDispatcher:
     def kill_worker(self, task_id: str, *, reap: bool = True) -> int:
         """SIGKILL the worker. Without `reap` it stays a zombie until this process waits."""
         proc = self.workers[task_id]
+        self.killed.add(task_id)
         proc.kill()
         if reap:
             proc.wait()
@@ -192,16 +186,26 @@ class DemoDispatcher:
                     "SELECT id, assignee, ?, ?, ?, ?, ? FROM tasks WHERE id = ?",
                     (outcome, at - 100 + i, at - 50 + i, outcome, err, task_id),
                 ).lastrowid
-                self._event(task_id, outcome, {"pid": 100 + i, "error": err}, at - 50 + i, run)
+                insert_event(
+                    self.conn, task_id, outcome, {"pid": 100 + i, "error": err}, at - 50 + i, run
+                )
             self.conn.execute(
                 "UPDATE tasks SET status = 'blocked', consecutive_failures = ?, last_failure_error = ?, "
                 "claim_lock = NULL, claim_expires = NULL, worker_pid = NULL, current_run_id = NULL "
                 "WHERE id = ?",
                 (len(errors), errors[-1][:500], task_id),
             )
-            self._event(
-                task_id, "gave_up", {"failures": len(errors), "error": errors[-1][:500]}, at
+            insert_event(
+                self.conn,
+                task_id,
+                "gave_up",
+                {"failures": len(errors), "error": errors[-1][:500]},
+                at,
             )
+
+    def live_workers(self) -> list[str]:
+        """Tasks whose worker this dispatcher started and has not killed."""
+        return [t for t in self.workers if t not in self.killed]
 
     def claim_ready(self) -> list[str]:
         """Claim every ready task and start its worker, as a dispatcher tick would."""
@@ -211,7 +215,7 @@ class DemoDispatcher:
         ]
         for task_id in ready:
             old = self.workers.pop(task_id, None)
-            if old is not None and old.poll() is None and old.stdin is not None:
+            if old is not None and old.stdin is not None:
                 old.stdin.close()
             self.claim(task_id)
             self.start_worker(task_id)
@@ -237,5 +241,5 @@ class DemoDispatcher:
                 "claim_lock = NULL, claim_expires = NULL, worker_pid = NULL WHERE id = ?",
                 (summary, now, run[0]),
             )
-            self._event(task_id, "completed", {"summary": summary}, now, run[0])
+            insert_event(self.conn, task_id, "completed", {"summary": summary}, now, run[0])
         return True

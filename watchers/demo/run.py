@@ -95,9 +95,8 @@ def _pump(
     while time.monotonic() < end:
         for task_id in d.claim_ready():
             n.say("dispatch", f"{task_id} claimed again, new worker pid {d.workers[task_id].pid}")
-        for task_id, proc in list(d.workers.items()):
-            if proc.poll() is None:
-                d.heartbeat(task_id)
+        for task_id in d.live_workers():
+            d.heartbeat(task_id)
         if until is not None and until():
             return
         time.sleep(0.5)
@@ -206,7 +205,7 @@ def run_demo() -> int:
         if daemon is not None:
             daemon.request_stop()
         _show(board, settings, "AFTER (workers still running)")
-        finished = [t for t in d.workers if d.complete(t, "finished by the demo")]
+        finished = [t for t in d.live_workers() if d.complete(t, "finished by the demo")]
         n.say("dispatch", f"{len(finished)} running tasks completed; workers stopped")
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -246,7 +245,5 @@ def run_demo() -> int:
 
 
 def _settled(d: DemoDispatcher) -> bool:
-    """Every task the dispatcher re-claimed has a live worker again."""
-    return all(p.poll() is None for p in d.workers.values() if p.returncode is None) and not any(
-        True for _ in d.conn.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1")
-    )
+    """No task is waiting in ready: every healed task has a new worker."""
+    return d.conn.execute("SELECT 1 FROM tasks WHERE status = 'ready' LIMIT 1").fetchone() is None

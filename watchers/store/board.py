@@ -483,34 +483,13 @@ class BoardStore:
             return self._escalate(action, now)
         raise ValueError(f"unknown action kind {action.kind}")
 
-    @staticmethod
-    def _event(
-        conn: sqlite3.Connection,
-        task_id: str,
-        kind: str,
-        payload: Mapping[str, Any] | None,
-        now: int,
-        run_id: int | None = None,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                task_id,
-                run_id,
-                kind,
-                json.dumps(payload, ensure_ascii=False) if payload else None,
-                now,
-            ),
-        )
-
     def _comment(self, conn: sqlite3.Connection, task_id: str, body: str, now: int) -> None:
         conn.execute(
             "INSERT INTO task_comments (task_id, author, body, created_at) VALUES (?, ?, ?, ?)",
             (task_id, AUTHOR, body, now),
         )
         # Hermes records every comment as an event too; its notifier tails events.
-        self._event(conn, task_id, "commented", {"author": AUTHOR, "len": len(body)}, now)
+        insert_event(conn, task_id, "commented", {"author": AUTHOR, "len": len(body)}, now)
 
     def _release_run(self, action: Action, now: int) -> bool:
         e, p = action.expect, action.plan
@@ -546,9 +525,9 @@ class BoardStore:
                     (p["outcome"], p["outcome"], error, json.dumps(metadata), now, run_id),
                 )
             payload = {"by": AUTHOR, **p["event_payload"], "evidence": dict(action.evidence)}
-            self._event(conn, action.task_id, p["event_kind"], payload, now, run_id)
+            insert_event(conn, action.task_id, p["event_kind"], payload, now, run_id)
             if p.get("trip"):
-                self._event(
+                insert_event(
                     conn,
                     action.task_id,
                     "gave_up",
@@ -616,7 +595,7 @@ class BoardStore:
                 "gave_up_event_id": e["gave_up_event_id"],
                 "evidence": dict(action.evidence),
             }
-            self._event(conn, action.task_id, "unblocked", payload, now)
+            insert_event(conn, action.task_id, "unblocked", payload, now)
             self._comment(
                 conn, action.task_id, str(p["comment"]).replace("{status}", new_status), now
             )
@@ -647,9 +626,24 @@ class BoardStore:
                 "gave_up_event_id": e["gave_up_event_id"],
                 "evidence": dict(action.evidence),
             }
-            self._event(conn, action.task_id, ESCALATED, payload, now)
+            insert_event(conn, action.task_id, ESCALATED, payload, now)
             self._comment(conn, action.task_id, str(p["comment"]), now)
         return True
+
+
+def insert_event(
+    conn: sqlite3.Connection,
+    task_id: str,
+    kind: str,
+    payload: Mapping[str, Any] | None,
+    now: int,
+    run_id: int | None = None,
+) -> None:
+    """Append to `task_events` as Hermes does: JSON payload or NULL, epoch seconds."""
+    conn.execute(
+        "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        (task_id, run_id, kind, json.dumps(payload, ensure_ascii=False) if payload else None, now),
+    )
 
 
 def _payload(raw: Any) -> dict[str, Any]:
