@@ -18,7 +18,7 @@ from typing import Any
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.backoff import compute_backoff
-from watchers.autoheal.rules import all_infra
+from watchers.autoheal.rules import all_infra, classifier_for
 from watchers.model import (
     DEAD_VERDICTS,
     Action,
@@ -205,8 +205,9 @@ def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list
 
 def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list[Action]:
     actions: list[Action] = []
+    classifier = classifier_for(s)
     for task in snap.gave_up:
-        infra, found = all_infra(task.failures, s)
+        infra, found = all_infra(task.failures, classifier)
         if not infra:
             continue  # task-caused (or unknown) failures are never reset
         recent = [t for t in task.reset_times if now - t < s.reset_window_seconds]

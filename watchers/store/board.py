@@ -130,6 +130,42 @@ def _task_id(row: Sequence[Any]) -> str:
     return value
 
 
+_INT_COLUMNS = (3, 4, 5, 6, 7, 9, 11)
+
+
+def _well_typed_running(row: Sequence[Any]) -> RunningTask | None:
+    """The common case, without per-field checks: every value already has its type.
+    Anything unusual returns None and goes through the careful parser."""
+    tid, assignee, lock = row[0], row[1], row[2]
+    if type(tid) is not str or not tid:  # `type is`: excludes _Undecodable
+        return None
+    if (assignee is not None and type(assignee) is not str) or (
+        lock is not None and type(lock) is not str
+    ):
+        return None
+    if type(row[8]) is not int:
+        return None
+    for i in _INT_COLUMNS:
+        if row[i] is not None and type(row[i]) is not int:
+            return None
+    started = row[10]
+    if started is not None and type(started) not in (int, float):
+        return None
+    return RunningTask(
+        task_id=tid,
+        assignee=assignee,
+        claim_lock=lock,
+        claim_expires=row[3],
+        worker_pid=row[4],
+        current_run_id=row[5],
+        attempt_started_at=row[11] if row[11] is not None else row[6],
+        last_heartbeat_at=row[7],
+        consecutive_failures=row[8],
+        max_retries=row[9],
+        worker_started_at=None if started is None else float(started),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
     event_id: int
@@ -294,6 +330,10 @@ class BoardStore:
         tasks: list[RunningTask] = []
         skipped: list[SkippedRow] = []
         for row in self._query(sql):
+            fast = _well_typed_running(row)
+            if fast is not None:
+                tasks.append(fast)
+                continue
             try:
                 task_id = _task_id(row)
             except _Malformed as exc:
