@@ -1217,7 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["daemon_start"] = wait_first_round(daemon, len(disp.workers))
         if not res["daemon_start"]["ok"]:
             problems.append(f"daemon first round not confirmed: {res['daemon_start']}")
-        with phases.phase("4 daemon: kills + heal times"):
+        with phases.phase("4+5 daemon: kills, heal times, RSS"):
             res["heal"] = kill_and_measure(daemon, board, disp, run_ids, args.kills, rng)
             # RSS once the daemon has run for at least a minute
             wait_until = daemon.started_mono + RSS_MIN_AGE_S
