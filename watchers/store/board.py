@@ -193,9 +193,12 @@ def board_slug(path: Path) -> str:
 class BoardStore:
     """A connection to one board. Not shared between threads at the same time."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, slug: str) -> None:
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, slug: str, *, readonly: bool = False
+    ) -> None:
         self.path = path
         self.slug = slug
+        self.readonly = readonly
         self._conn = conn
         self.task_columns = self._columns("tasks")
         self.run_columns = self._columns("task_runs")
@@ -247,7 +250,7 @@ class BoardStore:
                 path, f"is not a Hermes board (missing tables: {', '.join(sorted(missing))})"
             )
         try:
-            store = cls(path, conn, slug or board_slug(path))
+            store = cls(path, conn, slug or board_slug(path), readonly=readonly)
         except sqlite3.Error as exc:
             conn.close()
             raise classify_sqlite_error(exc, str(path)) from None
@@ -260,7 +263,32 @@ class BoardStore:
         return store
 
     def close(self) -> None:
-        self._conn.close()
+        """Close without checkpointing the board's WAL away from under Hermes.
+
+        The last writable connection to close checkpoints and deletes the WAL if it can
+        take an exclusive lock. Hermes 0.19 drops its own POSIX locks on the board (a
+        plain open()/close() of the file after each commit), so our close could delete
+        a WAL that Hermes is still writing to, and Hermes's later writes would be lost
+        to everyone else. A read transaction held on a second, read-only connection in
+        this process blocks that exclusive lock (SQLite counts locks per file across a
+        process's connections), and a read-only connection never deletes the WAL."""
+        if self.readonly:
+            self._conn.close()
+            return
+        guard: sqlite3.Connection | None = None
+        try:
+            guard = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            guard.execute("BEGIN")
+            guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error:
+            pass  # no guard possible (file gone?): close as SQLite would anyway
+        try:
+            self._conn.close()
+        finally:
+            if guard is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    guard.execute("COMMIT")
+                guard.close()
 
     def _columns(self, table: str) -> frozenset[str]:
         return frozenset(r[1] for r in self._conn.execute(f"PRAGMA table_info({table})"))
@@ -461,6 +489,26 @@ class BoardStore:
             except _Malformed:
                 out.append(FailureRecord(run_id=None, outcome="", error=""))
         return out
+
+    def protocol_violation_streak(self, task_id: str, scan: int = 50) -> int:
+        """Trailing closed runs that were clean exits without a terminal call (Hermes's
+        marker in the run metadata, or its error text); rate-limited runs are neutral."""
+        streak = 0
+        for outcome, error, metadata in self._query(
+            "SELECT outcome, error, metadata FROM task_runs WHERE task_id = ? "
+            "AND ended_at IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (task_id, scan),
+        ):
+            if outcome == "rate_limited":
+                continue
+            if outcome == "crashed" and (
+                _payload(metadata).get("protocol_violation")
+                or (isinstance(error, str) and "protocol violation" in error)
+            ):
+                streak += 1
+                continue
+            break
+        return streak
 
     def last_failure_error(self, task_id: str) -> str | None:
         rows = self._query("SELECT last_failure_error FROM tasks WHERE id = ?", (task_id,))
