@@ -143,6 +143,8 @@ class HealSnapshot:
     running: tuple[RunningTask, ...]
     observations: Mapping[str, Observation]  # by task id; only host-local workers past grace
     gave_up: tuple[GaveUpTask, ...] = ()
+    violation_streaks: Mapping[str, int] = field(default_factory=dict)
+    """For workers that exited cleanly: the task's trailing protocol violations so far."""
 
 
 class ActionKind(StrEnum):

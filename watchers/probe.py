@@ -110,9 +110,11 @@ def _read_stat(pid: int) -> list[str] | None:
 
 
 def _zombie_exit(pid: int) -> tuple[int | None, int | None]:
-    """(exit code, signal) of a zombie, from /proc/<pid>/stat field 52 when readable.
+    """(exit code, signal) of a zombie, from /proc/<pid>/stat field 52.
 
-    The kernel shows 0 when we lack permission, so 0 is taken as 'not known'."""
+    The kernel shows 0 there both for a clean exit and when we may not see the status
+    (no ptrace read access: another user's process, unless we are root). So 0 counts
+    as a clean exit only when the process is ours to inspect."""
     fields = _read_stat(pid)
     if fields is None or len(fields) <= 49:
         return None, None
@@ -121,10 +123,19 @@ def _zombie_exit(pid: int) -> tuple[int | None, int | None]:
     except ValueError:
         return None, None
     if status == 0:
-        return None, None
+        return (0, None) if _may_read_exit_status(pid) else (None, None)
     if status & 0x7F:
         return None, status & 0x7F
     return (status >> 8) & 0xFF, None
+
+
+def _may_read_exit_status(pid: int) -> bool:
+    try:
+        owner = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False
+    euid = os.geteuid()
+    return euid in (0, owner)
 
 
 def _zombie_observation(pid: int, started: float | None) -> Observation:

@@ -103,6 +103,18 @@ def test_a_zombie_that_exited_with_a_code_reports_it(probe, procs):
     assert (obs.verdict, obs.exit_code) == (Verdict.ZOMBIE, 75)
 
 
+def test_a_zombie_that_exited_cleanly_reports_exit_code_zero(probe, procs):
+    """Exit 0 of our own child is readable: a clean exit, not an unknown one."""
+    p = subprocess.Popen([sys.executable, "-S", "-c", "pass", f"task {TASK}"])
+    procs.append(p)
+    r = WorkerRef(TASK, p.pid, 1, int(psutil.Process(p.pid).create_time()) - 1)
+    deadline = time.monotonic() + 10
+    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+    obs = judge(probe, r)
+    assert (obs.verdict, obs.exit_code, obs.signal) == (Verdict.ZOMBIE, 0, None)
+
+
 def test_a_process_without_the_task_id_on_its_command_line_is_reused(probe, procs):
     """The PID now runs something else."""
     p = spawn("an unrelated program")

@@ -298,3 +298,36 @@ def test_replace_helper_keeps_types():
     """Sanity: settings copies keep validation types."""
     assert replace_s(start_grace_seconds=0).start_grace_seconds == 0
     assert replace(running(), worker_pid=5).worker_pid == 5
+
+
+# -- clean exits without a terminal call (protocol violations) ------------------------------
+
+CLEAN = Observation(Verdict.ZOMBIE, "zombie: exited with code 0", exit_code=0)
+
+
+def test_a_clean_exit_is_a_protocol_violation_retried_without_counting_a_failure():
+    """Below Hermes's bound of 3 the task goes back to ready and the counter stays."""
+    task = running(consecutive_failures=1)
+    [action] = decide(snap(task, obs={task.task_id: CLEAN}), S, NOW)
+    assert action.plan["event_kind"] == "protocol_violation"
+    assert action.plan["new_status"] == "ready" and action.plan["failures"] == 1
+    assert action.plan["metadata"]["protocol_violation"] is True
+    assert "protocol violation" in action.plan["error"]
+
+
+def test_the_third_violation_in_a_row_trips_the_breaker_and_counts():
+    """At the bound: blocked, gave_up, and the failure counted as Hermes's forced trip does."""
+    task = running(consecutive_failures=0)
+    s = snap(task, obs={task.task_id: CLEAN})
+    s = replace(s, violation_streaks={task.task_id: 2})
+    [action] = decide(s, S, NOW)
+    assert action.plan["trip"] and action.plan["new_status"] == "blocked"
+    assert action.plan["failures"] == 1 and action.plan["limit_source"] == "protocol_violation"
+    assert action.plan["event_payload"]["protocol_violations"] == 3
+
+
+def test_a_tasks_max_retries_bounds_violations_too():
+    """max_retries=1: the first clean exit trips."""
+    task = running(max_retries=1)
+    [action] = decide(snap(task, obs={task.task_id: CLEAN}), S, NOW)
+    assert action.plan["trip"] and action.plan["limit_source"] == "task"

@@ -33,6 +33,7 @@ from watchers.model import (
 from watchers.settings import AutoHealSettings
 
 RATE_LIMIT_EXIT_CODE = 75  # EX_TEMPFAIL: Hermes workers exit with it on a provider quota wall
+PROTOCOL_VIOLATION_LIMIT = 3  # Hermes's bounded retry for clean exits without a terminal call
 EVIDENCE_TEXT_LIMIT = 240
 GUARD = "guard"
 
@@ -92,9 +93,39 @@ def _reap(
     assert task.worker_pid is not None
     evidence = {**_base_evidence(task, snap.host, now), **obs.as_evidence()}
     rate_limited = obs.verdict is Verdict.ZOMBIE and obs.exit_code == RATE_LIMIT_EXIT_CODE
-    if rate_limited:
-        # A quota wall is not the task's failure: Hermes requeues without counting it.
+    clean_exit = obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
+    extra: dict[str, Any] = {}
+    if clean_exit:
+        # Exit 0 while still `running`: the worker never called kanban_complete/kanban_block.
+        # Hermes gives such protocol violations a bounded retry of their own: they are not
+        # counted until the streak of them reaches the task's max_retries, else 3.
+        streak = snap.violation_streaks.get(task.task_id, 0) + 1
+        if task.max_retries is not None:
+            limit, source = task.max_retries, "task"
+        else:
+            limit, source = PROTOCOL_VIOLATION_LIMIT, "protocol_violation"
+        trip = streak >= limit
+        failures = task.consecutive_failures + (1 if trip else 0)
         plan: dict[str, Any] = {
+            "new_status": (TaskStatus.BLOCKED if trip else TaskStatus.READY).value,
+            "outcome": RunOutcome.CRASHED.value,
+            "event_kind": "protocol_violation",
+            "error": f"pid {task.worker_pid} exited cleanly (rc=0) without calling kanban_complete "
+            "or kanban_block — protocol violation (zombie, reaped by watchers). If the work is "
+            "done, verify it and report it with kanban_complete.",
+            "failures": failures,
+            "record_error": True,
+            "trip": trip,
+            "effective_limit": limit,
+            "limit_source": source,
+        }
+        extra = {"protocol_violation": True}
+        if trip:
+            extra.update(protocol_violations=streak, protocol_violation_limit=limit)
+        evidence.update(protocol_violations=streak, protocol_violation_limit=limit)
+    elif rate_limited:
+        # A quota wall is not the task's failure: Hermes requeues without counting it.
+        plan = {
             "new_status": TaskStatus.READY.value,
             "outcome": RunOutcome.RATE_LIMITED.value,
             "event_kind": "rate_limited",
@@ -124,8 +155,13 @@ def _reap(
         }
         evidence["failures"] = failures
         evidence["failure_limit"] = limit
-    plan["event_payload"] = {"pid": task.worker_pid, "claimer": task.claim_lock}
-    plan["metadata"] = {"pid": task.worker_pid, "claimer": task.claim_lock, **obs.as_evidence()}
+    plan["event_payload"] = {"pid": task.worker_pid, "claimer": task.claim_lock, **extra}
+    plan["metadata"] = {
+        "pid": task.worker_pid,
+        "claimer": task.claim_lock,
+        **obs.as_evidence(),
+        **extra,
+    }
     if obs.exit_code is not None:
         plan["event_payload"]["exit_code"] = obs.exit_code
     if obs.signal is not None:

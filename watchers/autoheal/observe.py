@@ -18,6 +18,7 @@ from watchers.model import (
     RunningTask,
     RunOutcome,
     SkippedRow,
+    Verdict,
 )
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import AutoHealSettings
@@ -56,6 +57,11 @@ class BoardObserver:
         observations = probe.observe(
             self._refs(running, settings, host, now), settings.spawn_slack_seconds
         )
+        streaks = {
+            task_id: store.protocol_violation_streak(task_id)
+            for task_id, obs in observations.items()
+            if obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
+        }
         gave_up = self._gave_up(store, settings)
         return (
             HealSnapshot(
@@ -64,6 +70,7 @@ class BoardObserver:
                 running=tuple(running),
                 observations=observations,
                 gave_up=gave_up,
+                violation_streaks=streaks,
             ),
             skipped,
         )
