@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 from hermes_cli import kanban_db as kb
-from tests.interop.interop_harness import PROFILE, HermesBoard, WatchersCli
+
+from tests.interop.interop_harness import (
+    PROCESS_TIMEOUT,
+    PROFILE,
+    HermesBoard,
+    WatchersCli,
+    hold_open,
+)
 
 
 @pytest.fixture
@@ -40,6 +47,20 @@ def hermes_board(hermes_home: Path) -> Iterator[HermesBoard]:
 
 
 @pytest.fixture
-def watchers() -> WatchersCli:
+def held_open(hermes_board: HermesBoard) -> Iterator[None]:
+    """The board held open by another process for the whole test (see `hold_open`)."""
+    keeper = hold_open(hermes_board.path)
+    try:
+        yield
+    finally:
+        keeper.communicate(timeout=PROCESS_TIMEOUT)
+
+
+@pytest.fixture
+def watchers() -> Iterator[WatchersCli]:
     """The real `watchers` CLI, run from the project root."""
-    return WatchersCli(Path(__file__).resolve().parents[2])
+    cli = WatchersCli(Path(__file__).resolve().parents[2])
+    try:
+        yield cli
+    finally:
+        cli.close()

@@ -4,9 +4,13 @@ as a subprocess.
 
 Hermes connections in the test process are short-lived (one per step), as Hermes's own
 tools use them. Hermes 0.19 opens and closes the board file with plain `open()` after every
-commit (`_check_file_length_invariant`), which drops every SQLite lock this process holds on
-it; a long-lived Hermes connection held across a `watchers once` would then see the
-subprocess, on exit, believe it was the last connection and delete the WAL under it.
+commit (`_check_file_length_invariant`), which drops every POSIX lock this process holds on
+it. A `watchers once` that exits while a Hermes connection is open here then takes itself
+for the board's last connection, checkpoints and deletes the WAL: the Hermes connection's
+later writes go to the deleted file, unseen by anyone else, and a checkpoint that grows the
+file between Hermes's size and header reads makes Hermes raise "torn-extend detected".
+Where Hermes must run while `watchers once` runs, `hold_open` keeps the board open in
+another process, so no `watchers once` is ever the last connection.
 """
 
 from __future__ import annotations
@@ -70,11 +74,35 @@ def table_shapes(path: Path) -> dict[str, list[tuple[Any, ...]]]:
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
             )
         ]
-        return {
-            t: [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables
-        }
+        return {t: [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
     finally:
         conn.close()
+
+
+_HOLD_OPEN = (
+    "import os, sqlite3, sys\n"
+    "conn = sqlite3.connect(sys.argv[1])\n"
+    "conn.execute('SELECT COUNT(*) FROM sqlite_master').fetchall()\n"
+    "os.write(1, b'ready\\n')\n"
+    "sys.stdin.read()\n"
+)
+
+
+def hold_open(path: Path) -> subprocess.Popen[bytes]:
+    """A process holding a SQLite connection to `path` (and its shared lock) until its stdin
+    closes: no other connection that closes meanwhile is the last one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_OPEN, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    ready = os.read(proc.stdout.fileno(), 64)
+    if ready != b"ready\n":
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the board keeper did not start: {ready!r}")
+    return proc
 
 
 class HermesBoard:
@@ -84,6 +112,7 @@ class HermesBoard:
         self.path = path
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.scripts: dict[str, str] = {}
+        self.last_dispatch: kb.DispatchResult | None = None
 
     # -- Hermes ---------------------------------------------------------------------
 
@@ -124,8 +153,8 @@ class HermesBoard:
     def dispatch(self) -> list[str]:
         """One tick of Hermes's dispatcher; the ids of the tasks it spawned workers for."""
         with self.connect() as conn:
-            result = kb.dispatch_once(conn, spawn_fn=self.spawn, board=None)
-        return [task_id for task_id, _assignee, _workspace in result.spawned]
+            self.last_dispatch = kb.dispatch_once(conn, spawn_fn=self.spawn, board=None)
+        return [task_id for task_id, _assignee, _workspace in self.last_dispatch.spawned]
 
     def record_crashes(self) -> list[str]:
         """Hermes's own crash pass: reap its dead children, then detect crashed workers."""
@@ -204,6 +233,7 @@ class WatchersCli:
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
+        self.started: list[subprocess.Popen[bytes]] = []
 
     @staticmethod
     def env(**auto_heal: float | int) -> dict[str, str]:
@@ -248,6 +278,7 @@ class WatchersCli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        self.started.append(proc)
         if gated:
             assert proc.stdout is not None
             assert os.read(proc.stdout.fileno(), 64) == b"ready\n"
@@ -267,3 +298,11 @@ class WatchersCli:
         assert proc.returncode == 0, err.decode(errors="replace")
         records: list[dict[str, Any]] = json.loads(out)
         return records
+
+    def close(self) -> None:
+        """Kill any started `watchers once` a failed test left behind."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        self.started.clear()

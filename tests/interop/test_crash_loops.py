@@ -71,8 +71,7 @@ def test_hermes_records_each_crash_in_its_own_words_until_its_breaker_blocks(
 def test_watchers_resets_an_infrastructure_crash_loop(
     crash_looped: CrashLooped, watchers: WatchersCli
 ) -> None:
-    """The SIGKILL loop goes back to ready with its counter cleared, announced by event and
-    comment."""
+    """The SIGKILL loop goes back to ready, counter cleared, with an unblocked event and a comment."""
     board, infra = crash_looped.board, crash_looped.infra
     [gave_up] = board.events(infra, "gave_up")
 
@@ -127,8 +126,7 @@ def test_hermes_dispatches_a_reset_task_again(
 def test_the_give_up_after_max_resets_is_escalated_once_and_stays_blocked(
     crash_looped: CrashLooped, watchers: WatchersCli
 ) -> None:
-    """With max_resets 1, the second give-up gets an escalated event and a comment, no reset;
-    a further `watchers once` adds nothing."""
+    """With max_resets 1 the next give-up is escalated, not reset; then nothing more is written."""
     board, infra = crash_looped.board, crash_looped.infra
     watchers.once(board.path, **SETTINGS)
     crash_loop(board, {infra: "sigkill"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.interop.interop_harness import PROFILE, sqlite_schema, table_shapes
 from hermes_cli import kanban_db as kb
 
+from tests.interop.interop_harness import PROFILE, sqlite_schema, table_shapes
 from watchers.store.schema import create_board
 
 
