@@ -27,6 +27,7 @@ from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards
 from watchers.clock import Clock, SystemClock
 from watchers.errors import BoardError, ConfigError, StoreBusy
+from watchers.logs import configure_logging
 from watchers.model import TickReport
 from watchers.probe import Probe, ProcessProbe
 from watchers.runner import Watcher, run_tick
@@ -260,6 +261,7 @@ class Daemon:
             log.error("reload refused; keeping the running configuration", error=str(exc))
             return
         self.settings = settings
+        configure_logging(settings.log.level, settings.log.format)
         self._schedule(scheduler, settings, paths)
         log.info("configuration reloaded")
 

@@ -247,6 +247,19 @@ def test_malformed_rows_are_skipped_and_named_while_the_rest_is_healed(board, di
     assert "runnning" not in counts and "unknown status 'runnning'" in skipped[0].problem
 
 
+def test_events_with_malformed_json_payloads_do_not_break_a_tick(board, dispatcher):
+    """Bad JSON in an event payload is ignored; the give-up behind it is still handled."""
+    task = dispatcher.create_task("noisy history", "alice")
+    dispatcher.conn.execute(
+        "INSERT INTO task_events (task_id, kind, payload, created_at) VALUES (?, 'unblocked', '{not json', 1)",
+        (task,),
+    )
+    give_up(board, task, ["pid 1 killed by signal 9"], at=int(time.time()) - 10)
+    dispatcher.conn.execute("UPDATE task_runs SET metadata = '[[[' WHERE task_id = ?", (task,))
+    [outcome] = tick(board, settings(reset_backoff_base_seconds=0)).outcomes
+    assert outcome.applied and outcome.action.kind.value == "reset"
+
+
 # -- newer Hermes columns ---------------------------------------------------------------
 
 
