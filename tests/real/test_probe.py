@@ -59,6 +59,13 @@ def ref(p: subprocess.Popen[bytes], task: str = TASK, **kw) -> WorkerRef:
     return WorkerRef(**fields)
 
 
+def until_zombie(p: subprocess.Popen[bytes]) -> None:
+    """Wait for the kernel to mark an unreaped child as exited (bounded)."""
+    deadline = time.monotonic() + 10
+    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+
+
 def judge(probe: ProcessProbe, r: WorkerRef):
     return probe.observe([r], spawn_slack=120)[r.task_id]
 
@@ -83,36 +90,21 @@ def test_an_unreaped_worker_is_a_zombie_and_its_signal_is_read(probe, procs):
     p = worker(procs)
     r = ref(p)
     p.send_signal(signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:  # the kernel, not a timer
-        assert time.monotonic() < deadline
+    until_zombie(p)
     obs = judge(probe, r)
     assert obs.verdict is Verdict.ZOMBIE
     assert obs.signal == 9
 
 
-def test_a_zombie_that_exited_with_a_code_reports_it(probe, procs):
-    """Exit codes of zombies are read too (75 is a rate-limited worker)."""
-    p = subprocess.Popen([sys.executable, "-S", "-c", "import sys; sys.exit(75)", f"task {TASK}"])
+@pytest.mark.parametrize(("script", "code"), [("import sys; sys.exit(75)", 75), ("pass", 0)])
+def test_a_zombies_exit_code_is_read(probe, procs, script, code):
+    """75 is a rate-limited worker; 0 of our own child is a clean exit, not an unknown one."""
+    p = subprocess.Popen([sys.executable, "-S", "-c", script, f"task {TASK}"])
     procs.append(p)
     r = WorkerRef(TASK, p.pid, 1, int(psutil.Process(p.pid).create_time()) - 1)
-    deadline = time.monotonic() + 10
-    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline
+    until_zombie(p)
     obs = judge(probe, r)
-    assert (obs.verdict, obs.exit_code) == (Verdict.ZOMBIE, 75)
-
-
-def test_a_zombie_that_exited_cleanly_reports_exit_code_zero(probe, procs):
-    """Exit 0 of our own child is readable: a clean exit, not an unknown one."""
-    p = subprocess.Popen([sys.executable, "-S", "-c", "pass", f"task {TASK}"])
-    procs.append(p)
-    r = WorkerRef(TASK, p.pid, 1, int(psutil.Process(p.pid).create_time()) - 1)
-    deadline = time.monotonic() + 10
-    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline
-    obs = judge(probe, r)
-    assert (obs.verdict, obs.exit_code, obs.signal) == (Verdict.ZOMBIE, 0, None)
+    assert (obs.verdict, obs.exit_code, obs.signal) == (Verdict.ZOMBIE, code, None)
 
 
 def test_a_process_without_the_task_id_on_its_command_line_is_reused(probe, procs):
@@ -166,9 +158,7 @@ def test_a_watched_worker_that_becomes_a_zombie_is_seen(probe, procs):
     r = ref(p)
     assert judge(probe, r).verdict is Verdict.ALIVE
     p.kill()
-    deadline = time.monotonic() + 10
-    while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline
+    until_zombie(p)
     assert judge(probe, r).verdict is Verdict.ZOMBIE
 
 
