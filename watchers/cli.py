@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,8 +140,14 @@ def _line(o: Outcome) -> str:
         extra.append(f"pid {ev['pid']}")
     if ev.get("seen"):
         extra.append(str(ev["seen"]))
-    if ev.get("failures") is not None and isinstance(ev["failures"], int):
+    if isinstance(ev.get("failures"), int) and ev.get("failure_limit") is not None:
         extra.append(f"failures {ev['failures']}/{ev.get('failure_limit')}")
+    if a.kind.value == "reassign":
+        extra.append(
+            f"{a.plan['from']} ({a.plan['from_provider']}) -> {a.plan['to']} ({a.plan['to_provider']})"
+        )
+    if a.kind.value == "card":
+        extra.append(str(a.plan["title"]))
     if o.result in (Result.HELD, Result.FAILED) and o.detail:
         extra.append(o.detail)
     return " ".join(bits) + (f"  ({'; '.join(extra)})" if extra else "")
@@ -216,7 +223,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level, settings.log.format)
     daemon = Daemon(lambda: load_settings(args.config), args.board)
-    return daemon.run()
+    code = daemon.run()
+    if daemon.abandoned_ticks:
+        # a hung tick's thread would keep the interpreter alive: leave now, as promised
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

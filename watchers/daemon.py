@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards
 from watchers.clock import Clock, SystemClock
+from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, ConfigError, StoreBusy
 from watchers.logs import configure_logging
 from watchers.model import TickReport
@@ -50,6 +51,8 @@ def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) 
     watchers: list[Watcher] = []
     if settings.auto_heal.enabled or only == AutoHeal.name:
         watchers.append(AutoHeal(probe))
+    if settings.distress.enabled or only == Distress.name:
+        watchers.append(Distress(probe))
     if only is not None:
         watchers = [w for w in watchers if w.name == only]
     return watchers
@@ -58,6 +61,8 @@ def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) 
 def interval_of(settings: Settings, watcher: str) -> tuple[float, float]:
     if watcher == AutoHeal.name:
         return settings.auto_heal.interval_seconds, settings.auto_heal.jitter_seconds
+    if watcher == Distress.name:
+        return settings.distress.interval_seconds, settings.distress.jitter_seconds
     raise KeyError(watcher)
 
 
@@ -85,6 +90,7 @@ class Daemon:
         self.last_success: dict[tuple[str, str], float] = {}
         self.last_report: dict[tuple[str, str], TickReport] = {}
         self.first_round = threading.Event()
+        self.abandoned_ticks = False  # a hung tick outlived shutdown: the process must exit hard
         self._state_lock = threading.Lock()
 
     # -- seams -------------------------------------------------------------------
@@ -277,6 +283,7 @@ class Daemon:
         threading.Thread(target=stop, name="shutdown", daemon=True).start()
         if not done.wait(timeout):
             log.error("a tick did not finish in time; exiting anyway", timeout_seconds=timeout)
+            self.abandoned_ticks = True
             return 1
         for job in self._jobs.values():
             if job.store is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -175,6 +176,36 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event with the attempt it belongs to (for reading signals out of history)."""
+
+    event_id: int
+    task_id: str
+    kind: str
+    created_at: int
+    payload: dict[str, Any]
+    run_profile: str | None
+    run_outcome: str | None
+    run_error: str | None
+    run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    task_id: str
+    title: str
+    body: str
+    status: str
+    assignee: str | None
+    provider_override: str | None
+    branch: str | None
+    workspace: str | None
+    consecutive_failures: int
+    completed_at: int | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class ResetHistory:
     reset_times: tuple[int, ...]
     escalated: bool
@@ -277,7 +308,10 @@ class BoardStore:
             return
         guard: sqlite3.Connection | None = None
         try:
-            guard = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            # never wait: a board locked by someone else cannot be checkpointed by us either
+            guard = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=0
+            )
             guard.execute("BEGIN")
             guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         except sqlite3.Error:
@@ -469,6 +503,116 @@ class BoardStore:
                     continue
         return out
 
+    def first_event_id_since(self, since: float) -> int:
+        """The first event id at or after `since` (binary search over ids: events are
+        appended in time order; nothing is scanned)."""
+        lo, hi = 0, self.max_event_id()
+        while lo < hi:
+            mid = (lo + hi) // 2
+            rows = self._query(
+                "SELECT id, created_at FROM task_events WHERE id > ? ORDER BY id LIMIT 1", (mid,)
+            )
+            if not rows or not isinstance(rows[0][1], int) or rows[0][1] >= since:
+                hi = mid
+            else:
+                lo = int(rows[0][0])
+        return lo
+
+    def events_with_runs_after(self, cursor: int, kinds: Iterable[str]) -> list[EventRow]:
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            "SELECT e.id, e.task_id, e.kind, e.created_at, e.payload, r.profile, r.outcome, "
+            "r.error, r.id FROM task_events e LEFT JOIN task_runs r ON r.id = e.run_id "
+            f"WHERE e.id > ? AND e.kind IN ({marks}) ORDER BY e.id",
+            (cursor, *kinds),
+        )
+        out = []
+        for row in rows:
+            try:
+                out.append(
+                    EventRow(
+                        event_id=_req_int(row, 0, "task_events.id"),
+                        task_id=_task_id(row[1:]),
+                        kind=_opt_text(row, 2, "kind") or "",
+                        created_at=_req_int(row, 3, "created_at"),
+                        payload=_payload(row[4]),
+                        run_profile=_opt_text(row, 5, "profile"),
+                        run_outcome=_opt_text(row, 6, "outcome"),
+                        run_error=_opt_text(row, 7, "error"),
+                        run_id=_opt_int(row, 8, "task_runs.id"),
+                    )
+                )
+            except _Malformed:
+                continue
+        return out
+
+    def task_details(self, task_ids: Sequence[str]) -> dict[str, TaskDetail]:
+        out: dict[str, TaskDetail] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                "SELECT id, title, body, status, assignee, "
+                f"{self._col('provider_override')}, {self._col('branch_name')}, "
+                f"{self._col('workspace_path')}, consecutive_failures, completed_at, created_at "
+                f"FROM tasks t WHERE id IN ({marks})",
+                chunk,
+            ):
+                try:
+                    out[_task_id(row)] = TaskDetail(
+                        task_id=_task_id(row),
+                        title=_opt_text(row, 1, "title") or "",
+                        body=_opt_text(row, 2, "body") or "",
+                        status=_opt_text(row, 3, "status") or "",
+                        assignee=_opt_text(row, 4, "assignee"),
+                        provider_override=_opt_text(row, 5, "provider_override"),
+                        branch=_opt_text(row, 6, "branch_name"),
+                        workspace=_opt_text(row, 7, "workspace_path"),
+                        consecutive_failures=_req_int(row, 8, "consecutive_failures"),
+                        completed_at=_opt_int(row, 9, "completed_at"),
+                        created_at=_req_int(row, 10, "created_at"),
+                    )
+                except _Malformed:
+                    continue
+        return out
+
+    def card_rows_after(self, rowid: int) -> list[tuple[int, str, str, str]]:
+        """(rowid, id, title, status) of tasks titled like a distress card, newer than `rowid`."""
+        out = []
+        for row in self._query(
+            "SELECT rowid, id, title, status FROM tasks WHERE rowid > ? AND title LIKE '[BLOCKED] %' "
+            "ORDER BY rowid",
+            (rowid,),
+        ):
+            if all(isinstance(v, str) and not isinstance(v, _Undecodable) for v in row[1:]):
+                out.append((int(row[0]), row[1], row[2], row[3]))
+        return out
+
+    def max_task_rowid(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(rowid), 0) FROM tasks")[0][0])
+
+    def last_event_at(self, task_id: str) -> int | None:
+        rows = self._query("SELECT MAX(created_at) FROM task_events WHERE task_id = ?", (task_id,))
+        value = rows[0][0] if rows else None
+        return value if isinstance(value, int) else None
+
+    def run_summaries(self, task_id: str, limit: int = 3) -> tuple[list[str], int]:
+        """The latest non-empty run summaries, and how many attempts the task has had."""
+        summaries = [
+            r[0]
+            for r in self._query(
+                "SELECT summary FROM task_runs WHERE task_id = ? AND summary IS NOT NULL "
+                "AND summary != '' ORDER BY id DESC LIMIT ?",
+                (task_id, limit),
+            )
+            if isinstance(r[0], str) and not isinstance(r[0], _Undecodable)
+        ]
+        attempts = int(
+            self._query("SELECT COUNT(*) FROM task_runs WHERE task_id = ?", (task_id,))[0][0]
+        )
+        return summaries, attempts
+
     def failure_history(self, task_id: str, limit: int) -> list[FailureRecord]:
         """The task's closed attempts, newest first, plus its last failure text."""
         rows = self._query(
@@ -569,6 +713,10 @@ class BoardStore:
             return self._reset(action, now)
         if action.kind is ActionKind.ESCALATE:
             return self._escalate(action, now)
+        if action.kind is ActionKind.REASSIGN:
+            return self._reassign(action, now)
+        if action.kind is ActionKind.CARD:
+            return self._write_card(action, now)
         raise ValueError(f"unknown action kind {action.kind}")
 
     def _comment(self, conn: sqlite3.Connection, task_id: str, body: str, now: int) -> None:
@@ -717,6 +865,123 @@ class BoardStore:
             insert_event(conn, action.task_id, ESCALATED, payload, now)
             self._comment(conn, action.task_id, str(p["comment"]), now)
         return True
+
+    def _reassign(self, action: Action, now: int) -> bool:
+        e, p = action.expect, action.plan
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT status FROM tasks WHERE id = ? AND assignee IS ? AND status = ? "
+                "AND status NOT IN ('running', 'done', 'archived')",
+                (action.task_id, e["assignee"], e["status"]),
+            ).fetchone()
+            if row is None:
+                return False
+            new_status = row[0]
+            if row[0] == "blocked":
+                undone = conn.execute(
+                    "SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent_id "
+                    "WHERE l.child_id = ? AND p.status != 'done' LIMIT 1",
+                    (action.task_id,),
+                ).fetchone()
+                new_status = "todo" if undone else "ready"
+            # As Hermes's assign_task: a new profile starts with a fresh failure budget.
+            conn.execute(
+                "UPDATE tasks SET assignee = ?, status = ?, consecutive_failures = 0, "
+                "last_failure_error = NULL WHERE id = ?",
+                (p["to"], new_status, action.task_id),
+            )
+            insert_event(
+                conn,
+                action.task_id,
+                "assigned",
+                {
+                    "assignee": p["to"],
+                    "by": AUTHOR,
+                    "from": p["from"],
+                    "to": p["to"],
+                    "from_provider": p["from_provider"],
+                    "to_provider": p["to_provider"],
+                    "reason": action.reason,
+                    "evidence": dict(action.evidence),
+                },
+                now,
+            )
+            if row[0] == "blocked":
+                insert_event(
+                    conn, action.task_id, "unblocked", {"by": AUTHOR, "status": new_status}, now
+                )
+            self._comment(conn, action.task_id, str(p["comment"]), now)
+        return True
+
+    def _write_card(self, action: Action, now: int) -> bool:
+        p = action.plan
+        title = str(p["title"])
+        with self._write() as conn:
+            # One open card per (task, blocker type), whoever wrote it: checked under the
+            # write lock, so a second daemon on the same board finds the first one's card.
+            clash = conn.execute(
+                "SELECT 1 FROM tasks WHERE substr(title, 1, ?) = ? "
+                "AND status NOT IN ('done', 'archived') LIMIT 1",
+                (len(title), title),
+            ).fetchone()
+            if clash is not None:
+                return False
+            source = conn.execute(
+                "SELECT status FROM tasks WHERE id = ? AND status NOT IN ('done', 'archived')",
+                (action.task_id,),
+            ).fetchone()
+            if source is None:
+                return False
+            card_id = new_task_id(conn)
+            conn.execute(
+                "INSERT INTO tasks (id, title, body, assignee, status, priority, created_by, "
+                "created_at, workspace_kind, idempotency_key) "
+                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, 'scratch', ?)",
+                (
+                    card_id,
+                    title,
+                    p["body"],
+                    p["assignee"],
+                    p["priority"],
+                    AUTHOR,
+                    now,
+                    p["idempotency_key"],
+                ),
+            )
+            insert_event(
+                conn,
+                card_id,
+                "created",
+                {"assignee": p["assignee"], "status": "ready", "parents": [], "by": AUTHOR},
+                now,
+            )
+            # The card is the source's parent: the source waits for the orchestrator. Like
+            # Hermes's link, only a `ready` source is demoted; a running one is left alone.
+            conn.execute(
+                "INSERT OR IGNORE INTO task_links (parent_id, child_id) VALUES (?, ?)",
+                (card_id, action.task_id),
+            )
+            conn.execute(
+                "UPDATE tasks SET status = 'todo' WHERE id = ? AND status = 'ready'",
+                (action.task_id,),
+            )
+            insert_event(
+                conn,
+                action.task_id,
+                "linked",
+                {"parent": card_id, "child": action.task_id, "by": AUTHOR},
+                now,
+            )
+            self._comment(conn, action.task_id, str(p["comment"]).replace("{card}", card_id), now)
+        return True
+
+
+def new_task_id(conn: sqlite3.Connection) -> str:
+    """`t_` + 8 hex digits, as Hermes makes them, not yet on the board."""
+    while True:
+        candidate = "t_" + secrets.token_hex(4)
+        if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (candidate,)).fetchone() is None:
+            return candidate
 
 
 def insert_event(
