@@ -152,6 +152,8 @@ class ActionKind(StrEnum):
     RECLAIM = "reclaim"  # running row with no claim or no PID: close as reclaimed
     RESET = "reset"  # infrastructure crash loop: back to ready, counter cleared
     ESCALATE = "escalate"  # too many resets: stays blocked, someone must look
+    REASSIGN = "reassign"  # rate-limited/credential-failed work to another profile
+    CARD = "card"  # a [BLOCKED] card for the orchestrator, linked to its source
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,8 +55,11 @@ class WorkerRef:
 class Probe(Protocol):
     hostname: str
 
-    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
-        """An observation per task id in `refs`."""
+    def observe(
+        self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str = "default"
+    ) -> dict[str, Observation]:
+        """An observation per task id in `refs`. Workers watched for this `scope` and not
+        in `refs` are forgotten; other scopes' watches are kept."""
 
     def close(self) -> None: ...
 
@@ -70,7 +73,9 @@ class StaticProbe:
         self.hostname = hostname
         self.verdicts = dict(verdicts or {})
 
-    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
+    def observe(
+        self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str = "default"
+    ) -> dict[str, Observation]:
         return {
             r.task_id: self.verdicts.get(r.task_id, Observation(Verdict.ALIVE, "static"))
             for r in refs
@@ -80,8 +85,9 @@ class StaticProbe:
         pass
 
 
-_Key = tuple[str, int, int | None, int | None, float | None]
-"""Every identity fact the board gives: a change in any of them means look again."""
+_Key = tuple[str, str, int, int | None, int | None, float | None]
+"""The caller's scope, then every identity fact the board gives: a change in any of them
+means look again."""
 
 
 @dataclass(slots=True)
@@ -92,8 +98,8 @@ class _Watch:
     pidfd: int | None
 
 
-def _key(ref: WorkerRef) -> _Key:
-    return (ref.task_id, ref.pid, ref.run_id, ref.claimed_at, ref.worker_started_at)
+def _key(ref: WorkerRef, scope: str) -> _Key:
+    return (scope, ref.task_id, ref.pid, ref.run_id, ref.claimed_at, ref.worker_started_at)
 
 
 def _read_stat(pid: int) -> list[str] | None:
@@ -180,15 +186,17 @@ class ProcessProbe:
 
     # -- public ------------------------------------------------------------------
 
-    def observe(self, refs: Sequence[WorkerRef], spawn_slack: float) -> dict[str, Observation]:
+    def observe(
+        self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str = "default"
+    ) -> dict[str, Observation]:
         with self._lock:
-            wanted = {_key(r) for r in refs}
-            for key in [k for k in self._watches if k not in wanted]:
+            wanted = {_key(r, scope) for r in refs}
+            for key in [k for k in self._watches if k[0] == scope and k not in wanted]:
                 self._unwatch(key)
             exited = self._exited()
             out: dict[str, Observation] = {}
             for ref in refs:
-                key = _key(ref)
+                key = _key(ref, scope)
                 watch = self._watches.get(key)
                 if watch is not None and key not in exited and self._still_same(watch):
                     out[ref.task_id] = Observation(

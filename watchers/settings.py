@@ -111,6 +111,32 @@ class AutoHealSettings(_Section):
     task_rules: tuple[Rule, ...] = DEFAULT_TASK_RULES
 
 
+class DistressSettings(_Section):
+    enabled: bool = True
+    interval_seconds: float = Field(30.0, gt=0)
+    jitter_seconds: float = Field(2.0, ge=0)
+    hermes_home: Path | None = None
+    orchestrator_profile: str = Field("orchestrator", min_length=1)
+    reassign: Literal["auto", "orchestrator"] = "auto"
+    max_reassignments: int = Field(2, ge=0)
+    stuck_after_seconds: float = Field(1200.0, gt=0)
+    card_priority: int = 10
+    signal_window_seconds: float = Field(21600.0, gt=0)
+    cooldown_window_seconds: float = Field(600.0, gt=0)
+    cooldown_min_tasks: int = Field(2, ge=1)
+    cooldown_min_signals: int = Field(3, ge=1)
+    cooldown_base_seconds: float = Field(300.0, ge=0)
+    cooldown_cap_seconds: float = Field(3600.0, ge=0)
+    cooldown_memory_seconds: float = Field(21600.0, gt=0)
+    git_timeout_seconds: float = Field(2.0, gt=0)
+
+
+class ProfileSettings(_Section):
+    provider: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    group: str | None = None
+
+
 class StoreSettings(_Section):
     busy_timeout_seconds: float = Field(2.0, ge=0)
 
@@ -159,6 +185,8 @@ class Settings(BaseSettings):
     boards: tuple[Path, ...] = ()
     hostname: str | None = None
     auto_heal: AutoHealSettings = AutoHealSettings()
+    distress: DistressSettings = DistressSettings()
+    profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.distress.watcher import Distress
 from watchers.model import KNOWN_STATUSES, Observation, TaskStatus, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings
@@ -53,12 +54,25 @@ def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float
                 "consecutive_failures": t.consecutive_failures,
             }
         )
+    providers = []
+    for name, c in sorted(Distress(probe).provider_states(store, settings, now).items()):
+        cooling = c is not None and c.cooling(now)
+        providers.append(
+            {
+                "provider": name,
+                "cooling": cooling,
+                "eligible_at": round(c.until if c is not None and cooling else now, 1),
+                "episode": c.episode if c is not None else 0,
+                "reason": c.reason if c is not None else "not cooling",
+            }
+        )
     return {
         "board": store.slug,
         "path": str(store.path),
         "host": host,
         "tasks": {s.value: counts.get(s.value, 0) for s in TaskStatus},
         "running": rows,
+        "providers": providers,
         "skipped": [
             {"task_id": r.task_id, "problem": r.problem} for r in (*skipped_counts, *skipped)
         ],
@@ -92,6 +106,12 @@ def render_status(data: dict[str, Any]) -> str:
             )
     else:
         lines.append("  no running tasks")
+    for p in data["providers"]:
+        if p["cooling"]:
+            state = f"cooling until {p['eligible_at']:.0f} (cooldown {p['episode']}: {p['reason']})"
+        else:
+            state = "eligible" + ("" if p["episode"] else f" ({p['reason']})")
+        lines.append(f"  provider {p['provider']}: {state}")
     for s in data["skipped"]:
         lines.append(f"  skipped: {s['task_id'] or '-'}: {s['problem']}")
     return "\n".join(lines)

@@ -231,10 +231,6 @@ class HermesBoard:
 class WatchersCli:
     """The real `watchers` command, run as a subprocess against one board."""
 
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self.started: list[subprocess.Popen[bytes]] = []
-
     @staticmethod
     def env(**auto_heal: float | int) -> dict[str, str]:
         """This process's environment (Hermes homes included), no stray WATCHERS_ settings,
@@ -245,9 +241,13 @@ class WatchersCli:
             env[f"WATCHERS_AUTO_HEAL__{name.upper()}"] = str(value)
         return env
 
-    @staticmethod
-    def argv(board: Path) -> list[str]:
-        return ["once", "--board", str(board), "--json"]
+    def __init__(self, cwd: Path, watcher: str = "auto-heal") -> None:
+        self.cwd = cwd
+        self.watcher = watcher
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def argv(self, board: Path) -> list[str]:
+        return ["once", "--board", str(board), "--json", "--watcher", self.watcher]
 
     def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
         """`watchers once --board <board> --json`; its JSON array (exit status must be 0)."""

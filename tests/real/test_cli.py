@@ -193,7 +193,7 @@ def test_an_unknown_watcher_is_a_usage_error():
     """A name the daemon does not know is refused clearly."""
     r = watchers("once", "--watcher", "nonsense")
     assert r.returncode == 2 and "unknown watcher 'nonsense'" in r.stderr
-    r = watchers("once", "--watcher", "distress")
+    r = watchers("once", "--watcher", "budget")
     assert r.returncode == 2 and "not available" in r.stderr
 
 

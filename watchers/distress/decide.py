@@ -1,0 +1,317 @@
+"""distress decisions: `decide(snapshot, settings, now) -> actions`. Pure.
+
+For each task whose latest attempt hit a rate limit or a credential failure (and that
+is not running): reassign it to the first eligible fallback profile, or, when no safe
+route exists (or the episode's reassignments are spent, or `reassign = "orchestrator"`),
+write the `[BLOCKED]` card. Stuck workers and auto-heal's escalations get an
+`env_blocker` card. Never a second open card per (task, blocker type).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchers.distress import WATCHER
+from watchers.distress.card import CardFacts, card_title, one_line, render_body
+from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
+from watchers.distress.providers import ProviderMap
+from watchers.distress.signals import Signal
+from watchers.model import Action, ActionKind
+from watchers.settings import DistressSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CardState:
+    open_card: str | None  # id of an open card for (task, type), whoever wrote it
+    resolved_at: float | None  # when the latest resolved one was closed
+
+
+@dataclass(frozen=True, slots=True)
+class SourceTask:
+    """What a card or a reassignment needs to know about its source task."""
+
+    task_id: str
+    title: str
+    status: str
+    assignee: str | None
+    provider_override: str | None
+    branch: str | None
+    workspace: str | None
+    cannot_touch: tuple[str, ...]
+    completed: str | None
+    state: str  # committed | uncommitted | stashed(<name>) | unknown
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalCase:
+    source: SourceTask
+    signal: Signal
+    at: float
+    text: str
+    run_id: int | None
+    reassignments: int  # by the watchers in this episode
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StuckCase:
+    source: SourceTask
+    since: float  # last heartbeat, or the attempt's start if it never beat
+    verdict: str  # alive | remote
+    pid: int | None
+    claim_lock: str | None
+    process_started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationCase:
+    source: SourceTask
+    at: float
+    evidence: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DistressSnapshot:
+    board: str
+    providers: ProviderMap
+    signals: tuple[ProviderSignal, ...] = ()
+    signal_cases: tuple[SignalCase, ...] = ()
+    stuck: tuple[StuckCase, ...] = ()
+    escalations: tuple[EscalationCase, ...] = ()
+    cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
+
+
+def _card_needed(snap: DistressSnapshot, task_id: str, blocker: str, since: float) -> bool:
+    state = snap.cards.get((task_id, blocker))
+    if state is None:
+        return True
+    if state.open_card is not None:
+        return False
+    # a resolved card answered everything before it; a later failure is a new episode
+    return state.resolved_at is None or since > state.resolved_at
+
+
+def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: float) -> str:
+    c = table.get(provider or "")
+    if c is None or not c.cooling(now):
+        return "not cooling"
+    return f"cooling until {c.until:.0f} ({c.until - now:.0f}s from now; {c.reason})"
+
+
+def _card(
+    snap: DistressSnapshot,
+    s: DistressSettings,
+    src: SourceTask,
+    blocker: str,
+    needs: str,
+    evidence: dict[str, Any],
+    reason: str,
+    now: float,
+    *,
+    since: float,
+) -> Action:
+    provider = snap.providers.provider_of(src.assignee, src.provider_override)
+    evidence = {**evidence, "watcher": WATCHER, "tick": f"{WATCHER}:{snap.board}:{int(now)}"}
+    facts = CardFacts(
+        source_id=src.task_id,
+        source_title=src.title,
+        worker=src.assignee,
+        provider=provider,
+        branch=src.branch,
+        workspace=src.workspace,
+        blocker_type=blocker,
+        completed=src.completed,
+        cannot_touch=src.cannot_touch,
+        needs=needs,
+        state=src.state,
+        evidence=evidence,
+    )
+    title = card_title(src.task_id, blocker)
+    return Action(
+        watcher=WATCHER,
+        board=snap.board,
+        task_id=src.task_id,
+        kind=ActionKind.CARD,
+        reason=reason,
+        evidence=evidence,
+        expect={"title": title, "since": since},
+        plan={
+            "title": title,
+            "body": render_body(facts),
+            "blocker_type": blocker,
+            "assignee": s.orchestrator_profile,
+            "priority": s.card_priority,
+            "idempotency_key": f"watchers:{title}:{int(since)}",
+            "comment": (
+                f"kanban-watchers opened {{card}} ({title}) for the orchestrator: {one_line(needs, 200)}"
+            ),
+        },
+    )
+
+
+def _signal_decisions(
+    snap: DistressSnapshot, s: DistressSettings, table: Mapping[str, Cooldown], now: float
+) -> list[Action]:
+    actions = []
+    for case in snap.signal_cases:
+        src = case.source
+        blocker = case.signal.value
+        if not _card_needed(snap, src.task_id, blocker, case.at):
+            continue
+        src_provider = snap.providers.provider_of(src.assignee, src.provider_override)
+        route = snap.providers.route(src.assignee)
+        considered: list[dict[str, Any]] = []
+        target: str | None = None
+        for profile in route:
+            provider = snap.providers.provider_of(profile, src.provider_override)
+            cooling = (
+                provider is not None
+                and table.get(provider) is not None
+                and table[provider].cooling(now)
+            )
+            if case.signal is Signal.RATE_LIMITED:
+                ok = provider is not None and src_provider is not None and provider != src_provider
+                why = (
+                    "unknown provider"
+                    if provider is None or src_provider is None
+                    else ("same provider" if provider == src_provider else "")
+                )
+            else:
+                ok, why = profile != src.assignee, ""
+            if ok and cooling:
+                ok, why = False, "provider cooling"
+            considered.append(
+                {"profile": profile, "provider": provider, "eligible": ok, "why": why or None}
+            )
+            if ok and target is None:
+                target = profile
+        evidence: dict[str, Any] = {
+            "reason_class": blocker,
+            "error": one_line(case.text, 300),
+            "run_id": case.run_id,
+            "signal_at": case.at,
+            "attempts": case.attempts,
+            "failures": src.consecutive_failures,
+            "reassignments": case.reassignments,
+            "max_reassignments": s.max_reassignments,
+            "provider": src_provider,
+            "provider_cooldown": _cooling_text(table, src_provider, now),
+            "route": considered,
+        }
+        budget_left = case.reassignments < s.max_reassignments
+        if s.reassign == "auto" and budget_left and target is not None:
+            to_provider = snap.providers.provider_of(target, src.provider_override)
+            actions.append(
+                Action(
+                    watcher=WATCHER,
+                    board=snap.board,
+                    task_id=src.task_id,
+                    kind=ActionKind.REASSIGN,
+                    reason=blocker,
+                    evidence=evidence,
+                    expect={"assignee": src.assignee, "status": src.status},
+                    plan={
+                        "to": target,
+                        "from": src.assignee,
+                        "from_provider": src_provider,
+                        "to_provider": to_provider,
+                        "comment": (
+                            f"kanban-watchers reassigned this task from {src.assignee} "
+                            f"(provider {src_provider or 'unknown'}) to {target} (provider "
+                            f"{to_provider or 'unknown'}): {blocker.replace('_', ' ')} — "
+                            f"{one_line(case.text, 160)}. Reassignment {case.reassignments + 1} "
+                            f"of at most {s.max_reassignments} this episode. Hermes may still "
+                            "hold the respawn for up to 300 s after a rate-limited attempt."
+                        ),
+                    },
+                )
+            )
+            continue
+        if s.reassign == "orchestrator":
+            why = "reassignment is left to the orchestrator (distress.reassign = orchestrator)"
+        elif not budget_left:
+            why = f"{case.reassignments} reassignments already this episode (max {s.max_reassignments})"
+        else:
+            why = "no eligible fallback profile" + (
+                f" among {', '.join(route)}" if route else " (none configured)"
+            )
+        if case.signal is Signal.RATE_LIMITED:
+            needs = (
+                f"move {src.task_id} to a profile on a provider other than {src_provider or 'its (unknown) provider'}"
+                f" ({_cooling_text(table, src_provider, now)}), or hold it until the quota resets; {why}"
+            )
+        else:
+            needs = (
+                f"fix or rotate the credentials of profile {src.assignee} (provider "
+                f"{src_provider or 'unknown'}) or reassign {src.task_id}; {why}"
+            )
+        actions.append(_card(snap, s, src, blocker, needs, evidence, blocker, now, since=case.at))
+    return actions
+
+
+def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
+    actions = []
+    for case in snap.stuck:
+        if now - case.since < s.stuck_after_seconds:
+            continue
+        if not _card_needed(snap, case.source.task_id, "env_blocker", case.since):
+            continue
+        silent = now - case.since
+        evidence = {
+            "reason_class": "stuck",
+            "verdict": case.verdict,
+            "pid": case.pid,
+            "claimer": case.claim_lock,
+            "process_started_at": case.process_started_at,
+            "heartbeat_age_seconds": round(silent, 1),
+            "stuck_after_seconds": s.stuck_after_seconds,
+        }
+        needs = (
+            f"the worker of {case.source.task_id} ({case.verdict}, pid {case.pid or '—'}) has been "
+            f"silent for {silent:.0f}s: reclaim it (hermes kanban reclaim), split the task, or "
+            "reassign it"
+        )
+        actions.append(
+            _card(
+                snap, s, case.source, "env_blocker", needs, evidence, "stuck", now, since=case.since
+            )
+        )
+    return actions
+
+
+def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
+    actions = []
+    for case in snap.escalations:
+        if not _card_needed(snap, case.source.task_id, "env_blocker", case.at):
+            continue
+        evidence = {"reason_class": "infra_resets_exhausted", **case.evidence}
+        needs = (
+            f"the environment keeps killing {case.source.task_id} (auto-heal reset it "
+            "repeatedly after infrastructure failures): fix the host, or move the task elsewhere"
+        )
+        actions.append(
+            _card(
+                snap,
+                s,
+                case.source,
+                "env_blocker",
+                needs,
+                evidence,
+                "escalation",
+                now,
+                since=case.at,
+            )
+        )
+    return actions
+
+
+def decide(snapshot: DistressSnapshot, settings: DistressSettings, now: float) -> list[Action]:
+    table = cooldowns(snapshot.signals, settings)
+    return (
+        _signal_decisions(snapshot, settings, table, now)
+        + _stuck_decisions(snapshot, settings, now)
+        + _escalation_decisions(snapshot, settings, now)
+    )

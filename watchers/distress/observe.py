@@ -1,0 +1,332 @@
+"""Builds the distress snapshot of a board: the I/O half of a tick.
+
+Per board it follows the event log from a cursor (rebuilt from `signal_window_seconds`
+of history at start, so a restart loses nothing): the latest rate-limit or credential
+signal of each task, the watchers' own reassignments since the task last completed,
+auto-heal's escalations, and every provider's rate-limit signals for the cooldowns.
+Distress cards are indexed by (source, blocker type) from the tasks table, new rows by
+rowid; open cards are re-checked every tick.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.distress.card import parse_card_title, scope_exclusions
+from watchers.distress.cooldown import ProviderSignal
+from watchers.distress.decide import (
+    CardState,
+    DistressSnapshot,
+    EscalationCase,
+    SignalCase,
+    SourceTask,
+    StuckCase,
+)
+from watchers.distress.providers import ProfileReader, hermes_root
+from watchers.distress.signals import Signal, classify_text, retry_after_seconds
+from watchers.model import SkippedRow, Verdict
+from watchers.probe import Probe, WorkerRef
+from watchers.settings import Settings
+from watchers.store.board import AUTHOR, ESCALATED, BoardStore, EventRow, TaskDetail
+
+SIGNAL_KINDS = ("rate_limited", "crashed", "timed_out", "spawn_failed", "gave_up", "blocked")
+FOLLOWED_KINDS = (*SIGNAL_KINDS, "completed", "assigned", ESCALATED)
+OPEN_STATUSES = frozenset({"ready", "todo", "blocked", "triage", "scheduled"})
+PROBE_SCOPE = "distress"
+
+
+@dataclass(slots=True)
+class _TaskSignal:
+    signal: Signal
+    at: int
+    text: str
+    run_id: int | None
+
+
+@dataclass(slots=True)
+class _Memory:
+    latest: dict[str, _TaskSignal] = field(default_factory=dict)
+    reassigned_at: dict[str, list[int]] = field(default_factory=dict)
+    completed_at: dict[str, int] = field(default_factory=dict)
+    escalated: dict[str, tuple[int, dict[str, object]]] = field(default_factory=dict)
+    rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Card:
+    card_id: str
+    source: str
+    blocker: str
+    status: str
+    resolved_at: float | None = None
+
+
+def workspace_state(path: str | None, timeout: float) -> str:
+    """committed | uncommitted | stashed(<name>) | unknown, from git, with a short timeout."""
+    if not path or not Path(path).is_dir():
+        return "unknown"
+    try:
+        status = subprocess.run(
+            ["git", "-C", path, "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if status.returncode != 0:
+            return "unknown"
+        if status.stdout.strip():
+            return "uncommitted"
+        stash = subprocess.run(
+            ["git", "-C", path, "stash", "list", "--format=%gd"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        first = stash.stdout.strip().splitlines()[0] if stash.stdout.strip() else ""
+        return f"stashed({first})" if first else "committed"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class DistressObserver:
+    def __init__(self) -> None:
+        self.cursor: int | None = None
+        self.memory = _Memory()
+        self.cards: dict[str, _Card] = {}
+        self.card_rowid = 0
+        self.reader: ProfileReader | None = None
+        self._states: dict[tuple[str, str, int], str] = {}
+
+    # -- following the board --------------------------------------------------------
+
+    def _follow(self, store: BoardStore, s: Settings, now: float) -> None:
+        if self.cursor is None:
+            self.cursor = store.first_event_id_since(now - s.distress.signal_window_seconds)
+        for ev in store.events_with_runs_after(self.cursor, FOLLOWED_KINDS):
+            self.cursor = max(self.cursor, ev.event_id)
+            self._remember(ev)
+        horizon = now - max(s.distress.signal_window_seconds, s.distress.cooldown_memory_seconds)
+        self.memory.rate_signals = [r for r in self.memory.rate_signals if r[2] >= horizon]
+
+    def _remember(self, ev: EventRow) -> None:
+        m = self.memory
+        if ev.kind == "completed":
+            m.completed_at[ev.task_id] = ev.created_at
+            m.latest.pop(ev.task_id, None)
+            m.reassigned_at.pop(ev.task_id, None)
+            return
+        if ev.kind == "assigned":
+            if ev.payload.get("by") == AUTHOR:
+                m.reassigned_at.setdefault(ev.task_id, []).append(ev.created_at)
+            return
+        if ev.kind == ESCALATED:
+            if ev.payload.get("by") == AUTHOR:
+                evidence = ev.payload.get("evidence")
+                m.escalated[ev.task_id] = (
+                    ev.created_at,
+                    evidence if isinstance(evidence, dict) else {},
+                )
+            return
+        text = " ".join(
+            t
+            for t in (
+                ev.run_error,
+                str(ev.payload.get("error") or ""),
+                str(ev.payload.get("reason") or ""),
+            )
+            if t
+        )
+        outcome = "rate_limited" if ev.kind == "rate_limited" else ev.run_outcome
+        signal = classify_text(text, outcome)
+        if signal is None:
+            return
+        m.latest[ev.task_id] = _TaskSignal(signal, ev.created_at, text, ev.run_id)
+        if signal is Signal.RATE_LIMITED:
+            m.rate_signals.append(
+                (ev.run_profile, ev.task_id, ev.created_at, retry_after_seconds(text))
+            )
+
+    def _index_cards(self, store: BoardStore) -> None:
+        for rowid, card_id, title, status in store.card_rows_after(self.card_rowid):
+            self.card_rowid = max(self.card_rowid, rowid)
+            parsed = parse_card_title(title)
+            if parsed is not None:
+                self.cards[card_id] = _Card(card_id, parsed[0], parsed[1], status)
+        open_ids = [c.card_id for c in self.cards.values() if c.status not in ("done", "archived")]
+        if not open_ids:
+            return
+        details = store.task_details(open_ids)
+        for card_id in open_ids:
+            card = self.cards[card_id]
+            d = details.get(card_id)
+            if d is None:
+                del self.cards[card_id]
+            elif d.status in ("done", "archived"):
+                card.status = d.status
+                card.resolved_at = d.completed_at or store.last_event_at(card_id) or d.created_at
+
+    def _card_states(self, store: BoardStore) -> dict[tuple[str, str], CardState]:
+        out: dict[tuple[str, str], CardState] = {}
+        resolved = [
+            c
+            for c in self.cards.values()
+            if c.status in ("done", "archived") and c.resolved_at is None
+        ]
+        if resolved:
+            details = store.task_details([c.card_id for c in resolved])
+            for c in resolved:
+                d = details.get(c.card_id)
+                c.resolved_at = (
+                    (d.completed_at if d else None) or store.last_event_at(c.card_id) or 0
+                )
+        for c in self.cards.values():
+            key = (c.source, c.blocker)
+            prev = out.get(key, CardState(None, None))
+            if c.status not in ("done", "archived"):
+                out[key] = CardState(c.card_id, prev.resolved_at)
+            else:
+                at = max(prev.resolved_at or 0, c.resolved_at or 0)
+                out[key] = CardState(prev.open_card, at)
+        return out
+
+    # -- building the snapshot --------------------------------------------------------
+
+    def _source(
+        self, store: BoardStore, d: TaskDetail, s: Settings, key: tuple[str, int]
+    ) -> SourceTask:
+        summaries, _ = store.run_summaries(d.task_id)
+        state_key = (d.task_id, d.workspace or "", key[1])
+        state = self._states.get(state_key)
+        if state is None:
+            state = workspace_state(d.workspace, s.distress.git_timeout_seconds)
+            if len(self._states) > 10_000:
+                self._states.clear()
+            self._states[state_key] = state
+        return SourceTask(
+            task_id=d.task_id,
+            title=d.title,
+            status=d.status,
+            assignee=d.assignee,
+            provider_override=d.provider_override,
+            branch=d.branch,
+            workspace=d.workspace,
+            cannot_touch=scope_exclusions(d.body),
+            completed=" | ".join(summaries) or None,
+            state=state,
+            consecutive_failures=d.consecutive_failures,
+        )
+
+    def snapshot(
+        self, store: BoardStore, probe: Probe, s: Settings, host: str, now: float
+    ) -> tuple[DistressSnapshot, list[SkippedRow]]:
+        if self.reader is None:
+            self.reader = ProfileReader(hermes_root(s.distress.hermes_home))
+        providers = self.reader.read(s.profiles)
+        self._follow(store, s, now)
+        self._index_cards(store)
+        cards = self._card_states(store)
+        m = self.memory
+        window_start = now - s.distress.signal_window_seconds
+
+        # signals not yet answered by a reassignment
+        pending = {
+            tid: sig
+            for tid, sig in m.latest.items()
+            if sig.at >= window_start and max(m.reassigned_at.get(tid, [0])) < sig.at
+        }
+        escalated = {tid: e for tid, e in m.escalated.items() if e[0] > m.completed_at.get(tid, 0)}
+        running, skipped = store.running_tasks()
+        stuck_candidates = [
+            t
+            for t in running
+            if t.claim_lock is not None
+            and now - (t.last_heartbeat_at or t.attempt_started_at or now)
+            >= s.distress.stuck_after_seconds
+        ]
+        wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates)})
+        details = store.task_details(wanted) if wanted else {}
+
+        signal_cases = []
+        for tid, sig in pending.items():
+            d = details.get(tid)
+            if d is None or d.status not in OPEN_STATUSES:
+                continue
+            since_completion = m.completed_at.get(tid, 0)
+            reassigned = [t for t in m.reassigned_at.get(tid, []) if t > since_completion]
+            _, attempts = store.run_summaries(tid, 0)
+            signal_cases.append(
+                SignalCase(
+                    source=self._source(store, d, s, (tid, sig.at)),
+                    signal=sig.signal,
+                    at=sig.at,
+                    text=sig.text,
+                    run_id=sig.run_id,
+                    reassignments=len(reassigned),
+                    attempts=attempts,
+                )
+            )
+
+        refs = [
+            WorkerRef(
+                t.task_id, t.worker_pid, t.current_run_id, t.attempt_started_at, t.worker_started_at
+            )
+            for t in stuck_candidates
+            if t.worker_pid is not None
+            and is_host_local(t.claim_lock, host, s.auto_heal.host_aliases)
+        ]
+        seen = probe.observe(refs, s.auto_heal.spawn_slack_seconds, PROBE_SCOPE)
+        stuck = []
+        for t in stuck_candidates:
+            d = details.get(t.task_id)
+            if d is None:
+                continue
+            local = is_host_local(t.claim_lock, host, s.auto_heal.host_aliases)
+            obs = seen.get(t.task_id)
+            if local and (obs is None or obs.verdict is not Verdict.ALIVE):
+                continue  # dead or unknown: auto-heal's business
+            since = float(t.last_heartbeat_at or t.attempt_started_at or now)
+            age = attempt_age(t, now)
+            if age is not None and age < s.auto_heal.start_grace_seconds:
+                continue
+            stuck.append(
+                StuckCase(
+                    source=self._source(store, d, s, (t.task_id, int(since))),
+                    since=since,
+                    verdict=Verdict.ALIVE.value if local else Verdict.REMOTE.value,
+                    pid=t.worker_pid,
+                    claim_lock=t.claim_lock,
+                    process_started_at=obs.process_started_at if obs else None,
+                )
+            )
+
+        escalations = []
+        for tid, (at, evidence) in escalated.items():
+            d = details.get(tid)
+            if d is None or d.status != "blocked":
+                continue
+            escalations.append(
+                EscalationCase(
+                    source=self._source(store, d, s, (tid, at)), at=at, evidence=evidence
+                )
+            )
+
+        signals = tuple(
+            ProviderSignal(provider, task_id, at, retry)
+            for profile, task_id, at, retry in m.rate_signals
+            if (provider := providers.provider_of(profile)) is not None
+        )
+        snapshot = DistressSnapshot(
+            board=store.slug,
+            providers=providers,
+            signals=signals,
+            signal_cases=tuple(signal_cases),
+            stuck=tuple(stuck),
+            escalations=tuple(escalations),
+            cards=cards,
+        )
+        return snapshot, skipped

@@ -1,0 +1,45 @@
+"""The distress watcher object the daemon schedules: per-board memory + decide()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from watchers.distress import WATCHER
+from watchers.distress.cooldown import Cooldown, cooldowns
+from watchers.distress.decide import decide
+from watchers.distress.observe import DistressObserver
+from watchers.model import Action, SkippedRow
+from watchers.probe import Probe
+from watchers.settings import Settings
+from watchers.store.board import BoardStore
+
+
+class Distress:
+    name = WATCHER
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self._observers: dict[Path, DistressObserver] = {}
+
+    def observer(self, store: BoardStore) -> DistressObserver:
+        return self._observers.setdefault(store.path.resolve(), DistressObserver())
+
+    def plan(
+        self, store: BoardStore, settings: Settings, now: float
+    ) -> tuple[list[Action], list[SkippedRow]]:
+        host = settings.hostname or self.probe.hostname
+        snapshot, skipped = self.observer(store).snapshot(store, self.probe, settings, host, now)
+        return decide(snapshot, settings.distress, now), skipped
+
+    def provider_states(
+        self, store: BoardStore, settings: Settings, now: float
+    ) -> dict[str, Cooldown | None]:
+        """Every known provider and its latest cooldown (None: never cooled), from the
+        profiles and the board's history (for `watchers status`)."""
+        host = settings.hostname or self.probe.hostname
+        snapshot, _ = self.observer(store).snapshot(store, self.probe, settings, host, now)
+        table: dict[str, Cooldown | None] = {
+            p.provider: None for p in snapshot.providers.profiles.values() if p.provider
+        }
+        table.update(cooldowns(snapshot.signals, settings.distress))
+        return table
