@@ -1,0 +1,170 @@
+"""distress decisions: reassign across providers when safe, card otherwise. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from watchers.distress.cooldown import ProviderSignal
+from watchers.distress.decide import (
+    CardState,
+    DistressSnapshot,
+    EscalationCase,
+    SignalCase,
+    SourceTask,
+    StuckCase,
+    decide,
+)
+from watchers.distress.providers import Profile, ProviderMap
+from watchers.distress.signals import Signal
+from watchers.model import ActionKind
+from watchers.settings import DistressSettings
+
+NOW = 1_800_000_000.0
+S = DistressSettings()
+PROFILES = ProviderMap(
+    {
+        "claude": Profile("claude", "anthropic", ("claude-2", "mystery", "gpt")),
+        "claude-2": Profile("claude-2", "anthropic"),
+        "mystery": Profile("mystery", None),
+        "gpt": Profile("gpt", "openai", ("claude",)),
+        "gemini": Profile("gemini", "google"),
+        "lonely": Profile("lonely", "openai"),
+    }
+)
+
+
+def source(task_id="t_0000aaaa", assignee="claude", **kw) -> SourceTask:
+    fields = dict(
+        task_id=task_id,
+        title="Fix the parser",
+        status="ready",
+        assignee=assignee,
+        provider_override=None,
+        branch="wt/t_0000aaaa",
+        workspace="/tmp/ws",
+        cannot_touch=("vendor/",),
+        completed=None,
+        state="unknown",
+        consecutive_failures=0,
+    )
+    fields.update(kw)
+    return SourceTask(**fields)
+
+
+def case(signal=Signal.RATE_LIMITED, reassignments=0, at=NOW - 60, **kw) -> SignalCase:
+    return SignalCase(
+        source=source(**kw),
+        signal=signal,
+        at=at,
+        text="HTTP 429 Too Many Requests",
+        run_id=3,
+        reassignments=reassignments,
+        attempts=2,
+    )
+
+
+def snap(*cases: SignalCase, cards=None, signals=(), stuck=(), escalations=()) -> DistressSnapshot:
+    return DistressSnapshot(
+        board="default",
+        providers=PROFILES,
+        signals=tuple(signals),
+        signal_cases=cases,
+        stuck=tuple(stuck),
+        escalations=tuple(escalations),
+        cards=cards or {},
+    )
+
+
+def test_rate_limited_work_moves_to_the_first_profile_on_a_different_known_provider():
+    """Same provider and unknown provider are skipped; the evidence says why."""
+    [action] = decide(snap(case()), S, NOW)
+    assert action.kind is ActionKind.REASSIGN
+    assert (action.plan["from"], action.plan["to"]) == ("claude", "gpt")
+    assert (action.plan["from_provider"], action.plan["to_provider"]) == ("anthropic", "openai")
+    assert action.expect == {"assignee": "claude", "status": "ready"}
+    why = {r["profile"]: r["why"] for r in action.evidence["route"]}
+    assert why == {"claude-2": "same provider", "mystery": "unknown provider", "gpt": None}
+    assert "300 s" in action.plan["comment"]
+
+
+def test_a_cooling_provider_is_not_a_route():
+    """When many tasks hit openai, openai is cooling: no work is sent there."""
+    hot = [ProviderSignal("openai", "t_1", NOW - 30), ProviderSignal("openai", "t_2", NOW - 20)]
+    [action] = decide(snap(case(), signals=hot), S, NOW)
+    assert action.kind is ActionKind.CARD and action.plan["blocker_type"] == "rate_limited"
+    assert "provider cooling" in str(action.evidence["route"])
+
+
+def test_no_eligible_route_writes_the_standard_card_for_the_orchestrator():
+    """Title, routing and body follow the contract."""
+    [action] = decide(snap(case(assignee="lonely")), S, NOW)
+    assert action.kind is ActionKind.CARD
+    assert action.plan["title"] == "[BLOCKED] t_0000aaaa rate_limited"
+    assert action.plan["assignee"] == "orchestrator" and action.plan["priority"] > 0
+    body = action.plan["body"]
+    assert body.startswith("## Distress Signal\n- Blocked task: t_0000aaaa — Fix the parser")
+    assert "- Worker: lonely (provider openai)" in body and "- Cannot touch: vendor/" in body
+    assert "no eligible fallback profile (none configured)" in body
+
+
+def test_an_unknown_source_provider_is_never_different_from_anything():
+    """No reassignment away from a provider we do not know."""
+    [action] = decide(snap(case(assignee="mystery")), S, NOW)
+    assert action.kind is ActionKind.CARD
+
+
+def test_a_provider_override_on_the_task_keeps_it_on_that_provider():
+    """provider_override wins for the task, so another profile would not change provider."""
+    [action] = decide(snap(case(provider_override="anthropic")), S, NOW)
+    assert action.kind is ActionKind.CARD
+
+
+def test_credential_failures_may_stay_on_the_same_provider():
+    """A different profile (another key) is enough for a credential failure."""
+    [action] = decide(snap(case(signal=Signal.CREDENTIAL)), S, NOW)
+    assert action.kind is ActionKind.REASSIGN and action.plan["to"] == "claude-2"
+    assert action.reason == "credential_failure"
+
+
+def test_the_episodes_reassignment_budget_ends_in_a_card():
+    """After max_reassignments the orchestrator decides."""
+    [action] = decide(snap(case(reassignments=2)), S, NOW)
+    assert action.kind is ActionKind.CARD and "2 reassignments already" in action.plan["body"]
+
+
+def test_orchestrator_mode_never_reassigns():
+    """distress.reassign = orchestrator: always the card."""
+    s = S.model_copy(update={"reassign": "orchestrator"})
+    [action] = decide(snap(case()), s, NOW)
+    assert action.kind is ActionKind.CARD
+
+
+def test_an_open_card_of_any_author_suppresses_a_new_one():
+    """One open card per (task, blocker type)."""
+    cards = {("t_0000aaaa", "rate_limited"): CardState("t_0000c4d5", None)}
+    assert decide(snap(case(assignee="lonely"), cards=cards), S, NOW) == []
+
+
+def test_a_resolved_card_is_not_reopened_but_a_later_failure_gets_a_new_one():
+    """Resolved before the signal: new episode. Resolved after it: already answered."""
+    answered = {("t_0000aaaa", "rate_limited"): CardState(None, NOW - 10)}
+    assert decide(snap(case(assignee="lonely", at=NOW - 60), cards=answered), S, NOW) == []
+    [action] = decide(snap(case(assignee="lonely", at=NOW - 5), cards=answered), S, NOW)
+    assert action.kind is ActionKind.CARD
+
+
+def test_a_stuck_worker_gets_an_env_blocker_card():
+    """Alive (or remote) but silent past stuck_after_seconds."""
+    stuck = StuckCase(source(status="running"), NOW - 1300, "alive", 4242, "host:1", NOW - 2000)
+    [action] = decide(snap(stuck=[stuck]), S, NOW)
+    assert action.kind is ActionKind.CARD and action.plan["blocker_type"] == "env_blocker"
+    assert action.evidence["heartbeat_age_seconds"] == 1300
+    assert decide(snap(stuck=[replace(stuck, since=NOW - 60)]), S, NOW) == []
+
+
+def test_an_auto_heal_escalation_becomes_an_env_blocker_card():
+    """Too many infrastructure resets: the orchestrator gets the card."""
+    esc = EscalationCase(source(status="blocked"), NOW - 5, {"resets_in_window": 3})
+    [action] = decide(snap(escalations=[esc]), S, NOW)
+    assert action.plan["title"] == "[BLOCKED] t_0000aaaa env_blocker"
+    assert action.reason == "escalation" and action.evidence["resets_in_window"] == 3
