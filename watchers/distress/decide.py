@@ -84,8 +84,11 @@ class DistressSnapshot:
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
 
 
-def _card_needed(snap: DistressSnapshot, task_id: str, blocker: str, since: float) -> bool:
-    state = snap.cards.get((task_id, blocker))
+def card_needed(
+    cards: Mapping[tuple[str, str], CardState], task_id: str, blocker: str, since: float
+) -> bool:
+    """No open card for (task, blocker) by anyone, and none resolved after `since`."""
+    state = cards.get((task_id, blocker))
     if state is None:
         return True
     if state.open_card is not None:
@@ -159,7 +162,7 @@ def _signal_decisions(
     for case in snap.signal_cases:
         src = case.source
         blocker = case.signal.value
-        if not _card_needed(snap, src.task_id, blocker, case.at):
+        if not card_needed(snap.cards, src.task_id, blocker, case.at):
             continue
         src_provider = snap.providers.provider_of(src.assignee, src.provider_override)
         route = snap.providers.route(src.assignee)
@@ -257,7 +260,7 @@ def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) ->
     for case in snap.stuck:
         if now - case.since < s.stuck_after_seconds:
             continue
-        if not _card_needed(snap, case.source.task_id, "env_blocker", case.since):
+        if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.since):
             continue
         silent = now - case.since
         evidence = {
@@ -285,7 +288,7 @@ def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) ->
 def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
     actions = []
     for case in snap.escalations:
-        if not _card_needed(snap, case.source.task_id, "env_blocker", case.at):
+        if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.at):
             continue
         evidence = {"reason_class": "infra_resets_exhausted", **case.evidence}
         needs = (

@@ -24,6 +24,7 @@ from watchers.distress.decide import (
     SignalCase,
     SourceTask,
     StuckCase,
+    card_needed,
 )
 from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
@@ -234,19 +235,27 @@ class DistressObserver:
         window_start = now - s.distress.signal_window_seconds
 
         # signals not yet answered by a reassignment
+        # signals not yet answered by a reassignment or a card (decide() checks cards again)
         pending = {
             tid: sig
             for tid, sig in m.latest.items()
-            if sig.at >= window_start and max(m.reassigned_at.get(tid, [0])) < sig.at
+            if sig.at >= window_start
+            and max(m.reassigned_at.get(tid, [0])) < sig.at
+            and card_needed(cards, tid, sig.signal.value, sig.at)
         }
-        escalated = {tid: e for tid, e in m.escalated.items() if e[0] > m.completed_at.get(tid, 0)}
+        escalated = {
+            tid: e
+            for tid, e in m.escalated.items()
+            if e[0] > m.completed_at.get(tid, 0) and card_needed(cards, tid, "env_blocker", e[0])
+        }
         running, skipped = store.running_tasks()
         stuck_candidates = [
             t
             for t in running
             if t.claim_lock is not None
-            and now - (t.last_heartbeat_at or t.attempt_started_at or now)
+            and now - (since := t.last_heartbeat_at or t.attempt_started_at or now)
             >= s.distress.stuck_after_seconds
+            and card_needed(cards, t.task_id, "env_blocker", since)
         ]
         wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates)})
         details = store.task_details(wanted) if wanted else {}
