@@ -45,12 +45,14 @@ class _TaskSignal:
     at: int
     text: str
     run_id: int | None
+    event_id: int
 
 
 @dataclass(slots=True)
 class _Memory:
     latest: dict[str, _TaskSignal] = field(default_factory=dict)
-    reassigned_at: dict[str, list[int]] = field(default_factory=dict)
+    reassigned_at: dict[str, list[int]] = field(default_factory=dict)  # ours: the budget
+    assigned_event: dict[str, int] = field(default_factory=dict)  # anyone's: answers a signal
     completed_at: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, tuple[int, dict[str, object]]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
@@ -100,6 +102,9 @@ class DistressObserver:
         self.memory = _Memory()
         self.cards: dict[str, _Card] = {}
         self.card_rowid = 0
+        self.card_top: str | None = (
+            None  # the task at card_rowid: another one means rowids were reused
+        )
         self.reader: ProfileReader | None = None
         self._states: dict[tuple[str, str, int], str] = {}
 
@@ -122,6 +127,7 @@ class DistressObserver:
             m.reassigned_at.pop(ev.task_id, None)
             return
         if ev.kind == "assigned":
+            m.assigned_event[ev.task_id] = ev.event_id
             if ev.payload.get("by") == AUTHOR:
                 m.reassigned_at.setdefault(ev.task_id, []).append(ev.created_at)
             return
@@ -146,18 +152,23 @@ class DistressObserver:
         signal = classify_text(text, outcome)
         if signal is None:
             return
-        m.latest[ev.task_id] = _TaskSignal(signal, ev.created_at, text, ev.run_id)
+        m.latest[ev.task_id] = _TaskSignal(signal, ev.created_at, text, ev.run_id, ev.event_id)
         if signal is Signal.RATE_LIMITED:
             m.rate_signals.append(
                 (ev.run_profile, ev.task_id, ev.created_at, retry_after_seconds(text))
             )
 
     def _index_cards(self, store: BoardStore) -> None:
-        for rowid, card_id, title, status in store.card_rows_after(self.card_rowid):
-            self.card_rowid = max(self.card_rowid, rowid)
+        # SQLite hands a deleted top rowid to the next insert: if the task at our cursor
+        # is not the one we saw there, rows were deleted and reused: read them all again.
+        if self.card_rowid and store.task_id_at_rowid(self.card_rowid) != self.card_top:
+            self.card_rowid = 0
+        top, top_id = store.top_task()
+        for _rowid, card_id, title, status in store.card_rows_between(self.card_rowid, top):
             parsed = parse_card_title(title)
             if parsed is not None:
                 self.cards[card_id] = _Card(card_id, parsed[0], parsed[1], status)
+        self.card_rowid, self.card_top = top, top_id
         open_ids = [c.card_id for c in self.cards.values() if c.status not in ("done", "archived")]
         if not open_ids:
             return
@@ -240,7 +251,7 @@ class DistressObserver:
             tid: sig
             for tid, sig in m.latest.items()
             if sig.at >= window_start
-            and max(m.reassigned_at.get(tid, [0])) < sig.at
+            and m.assigned_event.get(tid, 0) < sig.event_id  # nobody reassigned it since
             and card_needed(cards, tid, sig.signal.value, sig.at)
         }
         escalated = {

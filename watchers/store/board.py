@@ -577,20 +577,28 @@ class BoardStore:
                     continue
         return out
 
-    def card_rows_after(self, rowid: int) -> list[tuple[int, str, str, str]]:
-        """(rowid, id, title, status) of tasks titled like a distress card, newer than `rowid`."""
+    def card_rows_between(self, after: int, upto: int) -> list[tuple[int, str, str, str]]:
+        """(rowid, id, title, status) of tasks titled like a distress card, rowid in (after, upto]."""
         out = []
         for row in self._query(
-            "SELECT rowid, id, title, status FROM tasks WHERE rowid > ? AND title LIKE '[BLOCKED] %' "
-            "ORDER BY rowid",
-            (rowid,),
+            "SELECT rowid, id, title, status FROM tasks WHERE rowid > ? AND rowid <= ? "
+            "AND title LIKE '[BLOCKED] %' ORDER BY rowid",
+            (after, upto),
         ):
             if all(isinstance(v, str) and not isinstance(v, _Undecodable) for v in row[1:]):
                 out.append((int(row[0]), row[1], row[2], row[3]))
         return out
 
-    def max_task_rowid(self) -> int:
-        return int(self._query("SELECT COALESCE(MAX(rowid), 0) FROM tasks")[0][0])
+    def top_task(self) -> tuple[int, str | None]:
+        """The highest rowid of `tasks` and the id of the task there."""
+        rows = self._query("SELECT rowid, id FROM tasks ORDER BY rowid DESC LIMIT 1")
+        if not rows:
+            return 0, None
+        return int(rows[0][0]), rows[0][1] if isinstance(rows[0][1], str) else None
+
+    def task_id_at_rowid(self, rowid: int) -> str | None:
+        rows = self._query("SELECT id FROM tasks WHERE rowid = ?", (rowid,))
+        return rows[0][0] if rows and isinstance(rows[0][0], str) else None
 
     def last_event_at(self, task_id: str) -> int | None:
         rows = self._query("SELECT MAX(created_at) FROM task_events WHERE task_id = ?", (task_id,))
