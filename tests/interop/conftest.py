@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +64,33 @@ def watchers() -> Iterator[WatchersCli]:
         yield cli
     finally:
         cli.close()
+
+
+DistressCli = Callable[..., WatchersCli]
+"""`distress(toml="", **settings)`: the CLI running only the distress watcher."""
+
+
+@pytest.fixture
+def distress(tmp_path: Path) -> Iterator[DistressCli]:
+    """`make(toml, **settings)`: `watchers --watcher distress`, `--config` TOML, env settings."""
+    made: list[WatchersCli] = []
+
+    def make(toml: str = "", **settings: float | int | str) -> WatchersCli:
+        config = None
+        if toml:
+            config = tmp_path / f"watchers-{len(made)}.toml"
+            config.write_text(toml, encoding="utf-8")
+        cli = WatchersCli(
+            Path(__file__).resolve().parents[2],
+            watcher="distress",
+            config=config,
+            extra_env={f"WATCHERS_DISTRESS__{k.upper()}": str(v) for k, v in settings.items()},
+        )
+        made.append(cli)
+        return cli
+
+    try:
+        yield make
+    finally:
+        for cli in made:
+            cli.close()

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hermes_cli import kanban_db as kb
 
 PROFILE = "coder"
@@ -36,6 +37,9 @@ BLOCKING_WORKER = "import sys; sys.stdin.read()"
 
 FAILING_WORKER = "import sys; sys.stdin.read(); sys.exit(1)"
 """Exits with code 1 by itself once its stdin closes: a task-caused failure."""
+
+RATE_LIMITED_WORKER = "import sys; sys.stdin.read(); sys.exit(75)"
+"""Exits 75 (EX_TEMPFAIL, Hermes's rate-limit sentinel) once its stdin closes: a quota wall."""
 
 PROCESS_TIMEOUT = 120.0
 """Upper bound for any one subprocess; a healthy one takes about a second."""
@@ -105,6 +109,25 @@ def hold_open(path: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def write_profile(root: Path, name: str, model: object) -> Path:
+    """Write `model: <model>` to the profile's config.yaml (`default` is the root's own)."""
+    directory = root if name == "default" else root / "profiles" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "config.yaml"
+    config.write_text(yaml.safe_dump({"model": model}), encoding="utf-8")
+    return config
+
+
+def anthropic(model: str = "claude-sonnet-4") -> dict[str, str]:
+    """A config.yaml `model` mapping on the anthropic provider."""
+    return {"provider": "anthropic", "default": model}
+
+
+def provider_model(provider: str, model: str = "some-model") -> dict[str, str]:
+    """A config.yaml `model` mapping on `provider`."""
+    return {"provider": provider, "default": model}
+
+
 class HermesBoard:
     """One board file driven through Hermes's own API, with the workers it spawned."""
 
@@ -125,10 +148,18 @@ class HermesBoard:
             conn.close()
 
     def create(
-        self, title: str, *, max_retries: int | None = None, worker: str = BLOCKING_WORKER
+        self,
+        title: str,
+        *,
+        max_retries: int | None = None,
+        worker: str = BLOCKING_WORKER,
+        assignee: str = PROFILE,
+        body: str | None = None,
     ) -> str:
         with self.connect() as conn:
-            task_id = kb.create_task(conn, title=title, assignee=PROFILE, max_retries=max_retries)
+            task_id = kb.create_task(
+                conn, title=title, body=body, assignee=assignee, max_retries=max_retries
+            )
         self.scripts[task_id] = worker
         return task_id
 
@@ -161,6 +192,30 @@ class HermesBoard:
         kb.reap_worker_zombies()
         with self.connect() as conn:
             return kb.detect_crashed_workers(conn)
+
+    def rate_limit(self, task_ids: list[str]) -> None:
+        """Hermes dispatches the (only ready) tasks, their workers exit 75, Hermes requeues them."""
+        for task_id in task_ids:
+            self.scripts[task_id] = RATE_LIMITED_WORKER
+        assert sorted(self.dispatch()) == sorted(task_ids), self.last_dispatch
+        for task_id in task_ids:
+            self.let_exit(task_id)
+        assert sorted(self.record_rate_limits()) == sorted(task_ids)
+
+    def record_rate_limits(self) -> list[str]:
+        """Hermes's crash pass; the ids it requeued as rate-limited (exit 75), not crashed."""
+        assert self.record_crashes() == []
+        return list(getattr(kb.detect_crashed_workers, "_last_rate_limited", []))
+
+    def tasks_titled(self, title: str) -> list[kb.Task]:
+        """Every task (archived ones too) whose title is exactly `title`."""
+        with self.connect() as conn:
+            tasks = kb.list_tasks(conn, include_archived=True)
+        return [t for t in tasks if t.title == title]
+
+    def parents(self, task_id: str) -> list[str]:
+        with self.connect() as conn:
+            return kb.parent_ids(conn, task_id)
 
     def task(self, task_id: str) -> kb.Task:
         with self.connect() as conn:
@@ -241,19 +296,66 @@ class WatchersCli:
             env[f"WATCHERS_AUTO_HEAL__{name.upper()}"] = str(value)
         return env
 
-    def __init__(self, cwd: Path, watcher: str = "auto-heal") -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        watcher: str = "auto-heal",
+        *,
+        config: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.cwd = cwd
         self.watcher = watcher
+        self.config = config
+        self.extra_env = dict(extra_env or {})
         self.started: list[subprocess.Popen[bytes]] = []
 
+    def _config_args(self) -> list[str]:
+        return [] if self.config is None else ["--config", str(self.config)]
+
+    def _env(self, **auto_heal: float | int) -> dict[str, str]:
+        return {**self.env(**auto_heal), **self.extra_env}
+
     def argv(self, board: Path) -> list[str]:
-        return ["once", "--board", str(board), "--json", "--watcher", self.watcher]
+        return [
+            "once",
+            "--board",
+            str(board),
+            "--json",
+            "--watcher",
+            self.watcher,
+            *self._config_args(),
+        ]
+
+    def status(self, board: Path) -> list[dict[str, Any]]:
+        """`watchers status --json --board <board>`; its JSON array (exit status must be 0)."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "watchers",
+                "status",
+                "--json",
+                "--board",
+                str(board),
+                *self._config_args(),
+            ],
+            env=self._env(),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        boards: list[dict[str, Any]] = json.loads(done.stdout)
+        return boards
 
     def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
         """`watchers once --board <board> --json`; its JSON array (exit status must be 0)."""
         done = subprocess.run(
             [sys.executable, "-m", "watchers", *self.argv(board)],
-            env=self.env(**auto_heal),
+            env=self._env(**auto_heal),
             cwd=self.cwd,
             capture_output=True,
             text=True,
@@ -272,7 +374,7 @@ class WatchersCli:
         head = ["-c", _GATED_ONCE] if gated else ["-m", "watchers"]
         proc = subprocess.Popen(
             [sys.executable, *head, *self.argv(board)],
-            env=self.env(**auto_heal),
+            env=self._env(**auto_heal),
             cwd=self.cwd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
