@@ -1,12 +1,14 @@
 """kanban-watchers benchmark: `make bench` (= .venv/bin/python bench/run.py).
 
 One run, on one machine:
-  1. builds a 100,000-task Hermes board with realistic history and 1,000 `running`
-     tasks claimed by this host on 1,000 live worker processes;
+  1. builds a 100,000-task Hermes board with realistic history (distress history
+     included: rate limits, 401s, reassignments, `[BLOCKED]` cards, Hermes profiles on
+     3 providers) and 1,000 `running` tasks claimed by this host on 1,000 live workers;
   2. times the steady-state auto-heal tick in-process (must write nothing);
+  2b. times the steady-state distress tick in-process (must write nothing);
   3. times Hermes 0.19.0's own `detect_crashed_workers` on the same board;
-  4. runs `watchers run` at default settings, SIGKILLs workers one at a time and
-     measures how long each task stays `running` after its worker died;
+  4. runs `watchers run` at default settings (plus the profile map), SIGKILLs workers
+     one at a time and measures how long each task stays `running` after its worker died;
   5. reads the daemon's RSS after it has run for at least 60 s;
   6. prints a summary with PASS/FAIL per target and writes bench/out/results.json.
 
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ TARGET_TICK_MS = 20.0
 TARGET_RATIO = 2.0
 TARGET_HEAL_P95_S = 20.0
 TARGET_RSS_MB = 60.0  # MiB of VmRSS
+TARGET_DISTRESS_TICK_MS = 20.0
 
 CLAIM_BACKDATE_S = 60  # > the 30 s start grace, < the probe's 120 s spawn slack
 DAEMON_FIRST_ROUND_TIMEOUT_S = 90.0
@@ -59,6 +63,22 @@ SHUTDOWN_WAIT_S = 20.0
 WORKER_EXIT_WAIT_S = 10.0
 
 PROFILES = ("default", "coder", "researcher", "writer", "reviewer", "ops")
+# Hermes profiles on disk (`model: {provider, default}`): 6 workers over 3 providers,
+# plus the orchestrator that distress cards go to. All workers share one fallback group.
+MODELS = {
+    "default": ("anthropic", "claude-sonnet-4-5"),
+    "coder": ("anthropic", "claude-sonnet-4-5"),
+    "researcher": ("openai", "gpt-5"),
+    "writer": ("openai", "gpt-5-mini"),
+    "reviewer": ("gemini", "gemini-2.5-pro"),
+    "ops": ("gemini", "gemini-2.5-flash"),
+    "orchestrator": ("anthropic", "claude-opus-4-1"),
+}
+ORCHESTRATOR = "orchestrator"
+PROFILE_GROUP = "workers"
+SIGNAL_WINDOW_S = 21600  # distress.signal_window_seconds (default)
+MAX_REASSIGNMENTS = 2  # distress.max_reassignments (default)
+CARD_PRIORITY = 10  # distress.card_priority (default)
 HOST = socket.gethostname()
 
 # -- small helpers --------------------------------------------------------------------
@@ -155,10 +175,19 @@ class BoardBuilder:
     comments: list[tuple[str, str, str, int]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     running_ids: list[str] = field(default_factory=list)
+    dstats: Counter[str] = field(default_factory=Counter)
     seq: int = 0
     _ids: set[str] = field(default_factory=set)
 
     # ids and rows
+
+    def title(self) -> str:
+        rng = self.rng
+        return (
+            f"{rng.choice(('Fix', 'Write', 'Review', 'Research', 'Refactor'))} "
+            f"{rng.choice(('the parser', 'docs for X', 'flaky test', 'billing', 'CI'))} "
+            f"#{rng.randrange(10000)}"
+        )
 
     def task_id(self) -> str:
         for _ in range(1000):
@@ -195,22 +224,25 @@ class BoardBuilder:
         result: str | None = None,
         block_kind: str | None = None,
         max_retries: int | None = None,
+        title: str | None = None,
+        body: str | None = None,
+        priority: int | None = None,
+        created_by: str | None = None,
     ) -> None:
         rng = self.rng
-        off = rng.randrange(0, 1500)
-        body = LOREM[off : off + rng.randrange(80, 700)]
+        if body is None:
+            off = rng.randrange(0, 1500)
+            body = LOREM[off : off + rng.randrange(80, 700)]
         ws = "worktree" if rng.random() < 0.3 else "scratch"
         self.tasks.append(
             (
                 tid,
-                f"{rng.choice(('Fix', 'Write', 'Review', 'Research', 'Refactor'))} "
-                f"{rng.choice(('the parser', 'docs for X', 'flaky test', 'billing', 'CI'))} "
-                f"#{rng.randrange(10000)}",
+                title or self.title(),
                 body,
                 assignee,
                 status,
-                rng.choice((0, 0, 0, 1, 2)),
-                rng.choice(("user", "orchestrator", "user")),
+                rng.choice((0, 0, 0, 1, 2)) if priority is None else priority,
+                created_by or rng.choice(("user", "orchestrator", "user")),
                 created,
                 started,
                 completed,
@@ -247,6 +279,7 @@ class BoardBuilder:
         *,
         error: str | None = None,
         pid: int | None = None,
+        reason: str | None = None,
     ) -> int:
         """One closed attempt with its events; returns its end time."""
         rng = self.rng
@@ -282,7 +315,7 @@ class BoardBuilder:
         elif outcome == "reclaimed":
             payload = {"reason": "claim_expired", "prev_lock": lock}
         elif outcome == "blocked":
-            payload = {"reason": "needs a decision from the requester"}
+            payload = {"reason": reason or "needs a decision from the requester"}
         self.runs.append(
             (
                 start,
@@ -378,11 +411,16 @@ class BoardBuilder:
         if failed_before and profile:
             start = created + rng.randrange(10, 600)
             started = start
-            _, kind, error = self.failed_attempt(tid, profile, start)
+            end, kind, error = self.failed_attempt(tid, profile, start)
             if kind not in {"rate_limited", "reclaimed"}:
                 failures = 1
             if kind != "reclaimed":
                 last_error = error
+            if kind == "rate_limited" and end >= now - SIGNAL_WINDOW_S - 3600:
+                # the distress watcher answered it: moved to a profile on another provider
+                to = self.fallback(profile, "rate_limited")
+                self.reassign(tid, profile, to, "rate_limited", end, end + rng.randrange(3, 40), 1)
+                profile, last_error = to, None
         self.add_task(
             tid,
             status,
@@ -517,6 +555,293 @@ class BoardBuilder:
             last_error=error,
         )
 
+    # distress history: rate limits and credential failures, answered by the distress
+    # watcher (a reassignment to another provider, or a `[BLOCKED]` card for the
+    # orchestrator), by a worker's own card, or by the task finishing
+
+    def fallback(self, profile: str, signal: str) -> str:
+        """The distress watcher's choice: first profile of the group's route on another
+        provider (any other profile for a credential failure)."""
+        for other in sorted(p for p in PROFILES if p != profile):
+            if signal == "credential_failure" or MODELS[other][0] != MODELS[profile][0]:
+                return other
+        raise RuntimeError(f"no fallback for {profile}")
+
+    def signal_attempt(self, tid: str, profile: str, start: int, signal: str) -> tuple[int, str]:
+        """A failed attempt that says rate limit (Hermes's own outcome, or a 429 in the
+        error text) or credentials (a 401); returns (end, blocker type)."""
+        rng = self.rng
+        pid = rng.randrange(2000, 4_000_000)
+        provider = MODELS[profile][0]
+        if signal == "rate_limited":
+            error = (
+                f"pid {pid} exited rate-limited (quota wall) — requeued without counting a failure"
+            )
+            return self.attempt(tid, profile, start, "rate_limited", error=error, pid=pid), signal
+        if signal == "429":
+            retry = rng.choice(("", "", "; retry-after 30s", "; retry-after 120s"))
+            error = (
+                f"pid {pid} exited with code 1: {provider} API error 429 Too Many Requests "
+                f"(rate_limit_error){retry}"
+            )
+            return self.attempt(
+                tid, profile, start, "crashed", error=error, pid=pid
+            ), "rate_limited"
+        error = (
+            f"pid {pid} exited with code 1: {provider} API error 401 Unauthorized: "
+            "invalid x-api-key"
+        )
+        end = self.attempt(tid, profile, start, "crashed", error=error, pid=pid)
+        return end, "credential_failure"
+
+    def reassign(
+        self, tid: str, frm: str, to: str, blocker: str, signal_at: int, at: int, n: int
+    ) -> None:
+        """The distress watcher's reassignment, as `BoardStore._reassign` writes it."""
+        fp, tp = MODELS[frm][0], MODELS[to][0]
+        self.event(
+            tid,
+            "assigned",
+            {
+                "assignee": to,
+                "by": "watchers",
+                "from": frm,
+                "to": to,
+                "from_provider": fp,
+                "to_provider": tp,
+                "reason": blocker,
+                "evidence": {
+                    "reason_class": blocker,
+                    "signal_at": signal_at,
+                    "reassignments": n - 1,
+                    "max_reassignments": MAX_REASSIGNMENTS,
+                    "provider": fp,
+                },
+            },
+            at,
+        )
+        self.comment(
+            tid,
+            "watchers",
+            f"kanban-watchers reassigned this task from {frm} (provider {fp}) to {to} "
+            f"(provider {tp}): {blocker.replace('_', ' ')}. Reassignment {n} of at most "
+            f"{MAX_REASSIGNMENTS} this episode.",
+            at,
+        )
+        self.dstats["watcher_reassignments"] += 1
+
+    def card(
+        self,
+        src: str,
+        src_title: str,
+        worker: str,
+        blocker: str,
+        at: int,
+        *,
+        done: bool,
+        by: str = "watchers",
+        needs: str | None = None,
+    ) -> int | None:
+        """A `[BLOCKED] <src> <blocker>` card linked as the source's parent; a done one was
+        worked by the orchestrator. Returns when it was resolved (None: still open)."""
+        from watchers.distress.card import CardFacts, card_title, render_body
+
+        rng = self.rng
+        cid = self.task_id()
+        title = card_title(src, blocker)
+        body = render_body(
+            CardFacts(
+                source_id=src,
+                source_title=src_title,
+                worker=worker,
+                provider=MODELS[worker][0],
+                branch=None,
+                workspace=None,
+                blocker_type=blocker,
+                completed=None,
+                cannot_touch=(),
+                needs=needs
+                or (
+                    f"fix or rotate the credentials of profile {worker} or reassign {src}"
+                    if blocker == "credential_failure"
+                    else f"move {src} to a profile on a provider other than {MODELS[worker][0]}"
+                ),
+                state="unknown",
+                evidence={"reason_class": blocker, "watcher": by, "tick": f"distress:{at}"},
+            )
+        )
+        self.event(
+            cid,
+            "created",
+            {"assignee": ORCHESTRATOR, "status": "ready", "parents": [], "by": by},
+            at,
+        )
+        self.links.append((cid, src))
+        self.event(src, "linked", {"parent": cid, "child": src, "by": by}, at)
+        if by == "watchers":
+            self.comment(
+                src, "watchers", f"kanban-watchers opened {cid} ({title}) for the orchestrator", at
+            )
+        started = completed = None
+        status = "ready"
+        if done:
+            started = at + rng.randrange(5, 120)
+            completed = self.attempt(cid, ORCHESTRATOR, started, "completed")
+            status = "archived" if rng.random() < 0.3 else "done"
+            if status == "archived":
+                self.event(
+                    cid, "archived", None, min(completed + rng.randrange(60, 3600), self.now - 60)
+                )
+        self.add_task(
+            cid,
+            status,
+            at,
+            assignee=ORCHESTRATOR,
+            started=started,
+            completed=completed,
+            result="Reassigned the source; unblocked it." if done else None,
+            title=title,
+            body=body,
+            priority=CARD_PRIORITY,
+            created_by=by,
+        )
+        self.dstats["cards_done" if done else "cards_open"] += 1
+        return completed
+
+    def _signals(self, k: int) -> list[str]:
+        return self.rng.choices(("rate_limited", "429", "401"), weights=(60, 25, 15), k=k)
+
+    def distress_done(self, recent: bool) -> None:
+        """Finished after 1-2 provider failures, each answered by a reassignment or a
+        card the orchestrator closed; `recent` puts it in the signal window."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        created = now - (
+            rng.randrange(3 * 3600, 5 * 3600) if recent else rng.randrange(7 * 3600, 30 * 86400)
+        )
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        sigs = self._signals(rng.choices((1, 2), weights=(70, 30))[0])
+        by_card = rng.random() < 0.3
+        for i, sig in enumerate(sigs, 1):
+            end, blocker = self.signal_attempt(tid, profile, t, sig)
+            at = end + rng.randrange(3, 40)
+            to = self.fallback(profile, blocker)
+            if by_card and i == len(sigs):
+                resolved = self.card(tid, title, profile, blocker, at, done=True)
+                assert resolved is not None
+                self.event(tid, "assigned", {"assignee": to}, resolved - 1)
+                t = resolved + rng.randrange(10, 300)
+            else:
+                self.reassign(tid, profile, to, blocker, end, at, i)
+                t = at + (300 if blocker == "rate_limited" else rng.randrange(5, 120))
+            profile = to
+        end = self.attempt(tid, profile, t, "completed")
+        archived = not recent and rng.random() < 0.5
+        if archived:
+            self.event(tid, "archived", None, min(end + rng.randrange(60, 86400), now - 60))
+        self.add_task(
+            tid,
+            "archived" if archived else "done",
+            created,
+            assignee=profile,
+            started=first,
+            completed=end,
+            result="Result: " + LOREM[: rng.randrange(40, 400)],
+            title=title,
+        )
+        self.dstats["done_recent" if recent else "done_older"] += 1
+
+    def distress_reassigned(self, *, run: bool = False) -> None:
+        """In the window: 1-2 signals, each answered by a reassignment; now `ready` on
+        another provider (`run`: the dispatcher claims it later)."""
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(int(2.5 * 3600), int(5.75 * 3600))
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        for i, sig in enumerate(self._signals(1 if run else rng.choice((1, 1, 2))), 1):
+            end, blocker = self.signal_attempt(tid, profile, t, sig)
+            at = end + rng.randrange(3, 40)
+            to = self.fallback(profile, blocker)
+            self.reassign(tid, profile, to, blocker, end, at, i)
+            t = at + 300
+            profile = to
+        self.add_task(tid, "ready", created, assignee=profile, started=first)
+        if run:
+            self.running_ids.append(tid)
+        self.dstats["running_after_reassignment" if run else "ready_after_reassignment"] += 1
+
+    def distress_card_open(self) -> None:
+        """An open card: reassignments spent on rate limits (source waits in `todo`), a
+        worker that blocked on a 401 (source `blocked`), or a worker's own
+        scope_boundary card."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        variant = rng.choices(("budget", "credential", "scope"), weights=(50, 30, 20))[0]
+        created = now - rng.randrange(3 * 3600, int(5.75 * 3600))
+        if variant == "scope":
+            created = now - rng.randrange(3600, 3 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        status = "blocked"
+        if variant == "budget":
+            for i in range(MAX_REASSIGNMENTS + 1):
+                end, blocker = self.signal_attempt(tid, profile, t, "rate_limited")
+                at = end + rng.randrange(3, 40)
+                if i == MAX_REASSIGNMENTS:
+                    self.card(tid, title, profile, blocker, at, done=False)
+                    break
+                to = self.fallback(profile, blocker)
+                self.reassign(tid, profile, to, blocker, end, at, i + 1)
+                t, profile = at + 300, to
+            status = "todo"
+        elif variant == "credential":
+            reason = (
+                f"provider {MODELS[profile][0]} rejected the API key (HTTP 401 Unauthorized); "
+                "cannot continue"
+            )
+            end = self.attempt(tid, profile, t, "blocked", reason=reason)
+            self.card(
+                tid, title, profile, "credential_failure", end + rng.randrange(3, 40), done=False
+            )
+        else:
+            reason = "outside this task's scope: needs a schema migration in another package"
+            end = self.attempt(tid, profile, t, "blocked", reason=reason)
+            self.card(
+                tid,
+                title,
+                profile,
+                "scope_boundary",
+                end + rng.randrange(1, 20),
+                done=False,
+                by=profile,
+                needs="split the task",
+            )
+        self.add_task(tid, status, created, assignee=profile, started=first, title=title)
+        self.dstats[f"open_card_{variant}"] += 1
+
+    def distress_card_done(self) -> None:
+        """In the window: a signal, a card, the orchestrator moved the task and closed
+        the card; the source is `ready` again."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(3 * 3600, int(5.75 * 3600))
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        first = created + rng.randrange(10, 600)
+        end, blocker = self.signal_attempt(tid, profile, first, self._signals(1)[0])
+        resolved = self.card(tid, title, profile, blocker, end + rng.randrange(3, 40), done=True)
+        assert resolved is not None
+        to = self.fallback(profile, blocker)
+        self.event(tid, "assigned", {"assignee": to}, resolved - 1)
+        self.event(tid, "promoted", None, resolved)
+        self.add_task(tid, "ready", created, assignee=to, started=first, title=title)
+        self.dstats["ready_after_card"] += 1
+
     def _hermes_gave_up(self, tid: str, error: str, at: int) -> Ref:
         return self.event(
             tid,
@@ -553,12 +878,26 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
     n_ready = int(n_tasks * 0.015)
     n_todo = n_tasks // 100
     n_triage = n_tasks // 200
-    n_finished = n_tasks - n_running - n_blocked - n_ready - n_todo - n_triage
+    n_distress = max(2, n_tasks // 4000)  # done episodes, in the window and older
+    n_distress_running = min(n_running, max(1, n_running // 100))
+
+    t0 = time.monotonic()
+    # distress history first (its cards are tasks too: the finished ones fill up the total)
+    for _ in range(n_distress):
+        b.distress_done(recent=True)
+        b.distress_done(recent=False)
+    for _ in range(max(1, n_distress // 2)):
+        b.distress_reassigned()
+        b.distress_card_open()
+    for _ in range(max(1, n_distress // 5)):
+        b.distress_card_done()
+    for _ in range(n_distress_running):
+        b.distress_reassigned(run=True)
+    n_finished = n_tasks - len(b.tasks) - (n_running - n_distress_running)
+    n_finished -= n_blocked + n_ready + n_todo + n_triage
     n_archived = n_finished // 5
     if n_finished <= 0:
         raise SystemExit("--tasks is too small for the mix")
-
-    t0 = time.monotonic()
     for i in range(n_finished):
         b.finished(archived=i < n_archived)
     ready_ids = [b.waiting("ready") for _ in range(n_ready)]
@@ -572,7 +911,7 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
         b.gave_up_task_caused()
     for _ in range(n_infra):
         b.gave_up_infra_escalated()
-    for _ in range(n_running):
+    for _ in range(n_running - n_distress_running):
         b.to_run()
     rng.shuffle(b.tasks)  # rowid order unrelated to status, as on a real board
 
@@ -645,6 +984,7 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
         "blocked_gave_up_infra_escalated": n_infra,
         "blocked_gave_up_task_caused": n_task_caused,
         "blocked_other": n_hand,
+        "distress": dict(sorted(b.dstats.items())),
     }
     running_ids = list(b.running_ids)
     del b
@@ -655,6 +995,21 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
         "generate_s": round(gen_s, 2),
         "insert_s": round(insert_s, 2),
     }
+
+
+def write_profiles(root: Path, config: Path) -> None:
+    """Hermes profiles on disk (`default` is the root's own config.yaml) and the
+    watchers' TOML: where they are, and one fallback group for the workers."""
+    for name, (provider, model) in MODELS.items():
+        d = root if name == "default" else root / "profiles" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "config.yaml").write_text(
+            f"model:\n  provider: {provider}\n  default: {model}\n", encoding="utf-8"
+        )
+    lines = ["[distress]", f"hermes_home = {json.dumps(str(root))}", ""]
+    for name in PROFILES:
+        lines += [f"[profiles.{name}]", f'group = "{PROFILE_GROUP}"', ""]
+    config.write_text("\n".join(lines), encoding="utf-8")
 
 
 def start_running(path: Path, task_ids: Sequence[str]) -> tuple[Any, dict[str, int]]:
@@ -785,6 +1140,118 @@ def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
         "wrote_nothing": wrote_nothing,
         "problems": problems,
         "profile": prof_text,
+    }
+
+
+def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
+    """The distress watcher's steady-state tick, measured as the auto-heal one; its
+    first tick rebuilds the memory from `signal_window_seconds` of history."""
+    from watchers.clock import SystemClock
+    from watchers.distress.watcher import Distress
+    from watchers.probe import ProcessProbe
+    from watchers.runner import run_tick
+    from watchers.settings import load_settings
+    from watchers.store.board import BoardStore
+
+    settings = load_settings(config)
+    before = board_fingerprint(path)
+    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
+    probe = ProcessProbe()
+    store = BoardStore.open(path)
+    dist = Distress(probe)
+    clock = SystemClock()
+    problems: list[str] = []
+    try:
+        t0 = time.perf_counter()
+        first = run_tick(dist, store, settings, clock)
+        first_ms = (time.perf_counter() - t0) * 1000
+        if first.error or first.outcomes or first.skipped:
+            problems.append(
+                f"distress first tick: error={first.error} actions="
+                f"{[(o.action.kind.value, o.action.task_id) for o in first.outcomes][:5]} "
+                f"({len(first.outcomes)}) skipped={len(first.skipped)}"
+            )
+        samples: list[float] = []
+        actions = 0
+        for _ in range(n_ticks):
+            t0 = time.perf_counter()
+            rep = run_tick(dist, store, settings, clock)
+            samples.append((time.perf_counter() - t0) * 1000)
+            actions += len(rep.outcomes)
+            if rep.error or rep.skipped:
+                problems.append(f"distress tick error={rep.error} skipped={len(rep.skipped)}")
+        prof_text = None
+        if profile or statistics.median(samples) > TARGET_DISTRESS_TICK_MS:
+            prof_text = profile_ticks(lambda: run_tick(dist, store, settings, clock), 20)
+        memory = distress_memory(dist, store, settings)
+    finally:
+        store.close()
+        probe.close()
+    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
+    watch.close()
+    after = board_fingerprint(path)
+    wrote_nothing = actions == 0 and version0 == version1 and before == after
+    if not wrote_nothing:
+        problems.append(
+            f"steady-state distress ticks wrote: actions={actions} "
+            f"data_version {version0}->{version1}"
+        )
+    if not memory["signals_in_window"] or not memory["cards_open"]:
+        problems.append(f"distress history not exercised: {memory}")
+    return {
+        "n": len(samples),
+        "median_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(pct(samples, 95), 3),
+        "min_ms": round(min(samples), 3),
+        "max_ms": round(max(samples), 3),
+        "first_tick_ms": round(first_ms, 1),
+        "actions_in_steady_state": actions,
+        "wrote_nothing": wrote_nothing,
+        **memory,
+        "problems": problems,
+        "profile": prof_text,
+    }
+
+
+def distress_memory(dist: Any, store: Any, settings: Any) -> dict[str, Any]:
+    """What the watcher followed, and why none of it needs an action (its own rules)."""
+    now = time.time()
+    obs = dist.observer(store)
+    m = obs.memory
+    cards = obs._card_states(store)
+    window = [
+        (tid, sig)
+        for tid, sig in m.latest.items()
+        if sig.at >= now - settings.distress.signal_window_seconds
+    ]
+    status = {tid: d.status for tid, d in store.task_details([t for t, _ in window]).items()}
+    answered: Counter[str] = Counter()
+    for tid, sig in window:
+        card = cards.get((tid, sig.signal.value))
+        if max(m.reassigned_at.get(tid, [0])) >= sig.at:
+            answered["reassigned"] += 1
+        elif card is not None and card.open_card is not None:
+            answered["open_card"] += 1
+        elif card is not None and (card.resolved_at or 0) >= sig.at:
+            answered["resolved_card"] += 1
+        elif status.get(tid) in ("running", "done", "archived"):
+            answered[f"task_{status.get(tid)}"] += 1
+        else:
+            answered["unanswered"] += 1
+    providers = obs.reader.read(settings.profiles) if obs.reader else None
+    return {
+        "profiles": len(providers.profiles) if providers else 0,
+        "providers": sorted({p.provider for p in providers.profiles.values() if p.provider})
+        if providers
+        else [],
+        "cards_indexed": len(obs.cards),
+        "cards_open": sum(1 for c in obs.cards.values() if c.status not in ("done", "archived")),
+        "events_followed_to": obs.cursor,
+        "signals_in_window": len(window),
+        "signals_answered_by": dict(sorted(answered.items())),
+        "rate_signals_remembered": len(m.rate_signals),
+        "reassigned_tasks_remembered": len(m.reassigned_at),
     }
 
 
@@ -922,11 +1389,11 @@ class DaemonRun:
         return out
 
 
-def start_daemon(path: Path, log_path: Path) -> DaemonRun:
+def start_daemon(path: Path, config: Path, log_path: Path) -> DaemonRun:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WATCHERS_")}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*watchers_argv(), "run", "--board", str(path)],
+            [*watchers_argv(), "run", "--board", str(path), "--config", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -1071,7 +1538,9 @@ def daemon_log_summary(d: DaemonRun, victims: Sequence[str]) -> dict[str, Any]:
         if ln.get("level") in ("warning", "error", "critical", "raw")
         or ln.get("event") in ("tick failed", "guard tripped: holding actions", "tick crashed")
     ]
+    scheduled = next((ln for ln in lines if ln.get("event") == "scheduled"), {})
     return {
+        "scheduled_watchers": scheduled.get("watchers"),
         "log_lines": len(lines),
         "actions": len(actions),
         "applied_on_victims": len(reaped & set(victims)),
@@ -1145,7 +1614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hermes-calls", type=int, default=25, help="timed Hermes calls (>= 20)")
     ap.add_argument("--kills", type=int, default=24, help="workers SIGKILLed (>= 20)")
     ap.add_argument("--seed", type=int, default=20240611)
-    ap.add_argument("--profile", action="store_true", help="print a cProfile of 20 ticks")
+    ap.add_argument(
+        "--profile", action="store_true", help="print a cProfile of 20 ticks of each watcher"
+    )
     ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     args = ap.parse_args(argv)
 
@@ -1165,6 +1636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["HERMES_HOME"] = str(tmp / "hermes")
     os.environ["HERMES_KANBAN_HOME"] = str(tmp / "hermes")
     board = tmp / "kanban.db"
+    config = tmp / "watchers.toml"
     rng = random.Random(args.seed + 1)
     phases = Phases()
     res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
@@ -1186,6 +1658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: ignoring {', '.join(stripped)} (the benchmark uses defaults)")
     try:
         with phases.phase("1a build board"):
+            write_profiles(tmp / "hermes", config)
             built = build_board(board, args.tasks, args.running, args.seed)
         res["board"] = {
             **built["counts"],
@@ -1208,12 +1681,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if res["tick"]["profile"]:
             print(res["tick"]["profile"])
 
+        with phases.phase("2b in-process distress ticks"):
+            res["distress"] = bench_distress(board, config, args.ticks, args.profile)
+        problems += res["distress"]["problems"]
+        if res["distress"]["profile"]:
+            print(res["distress"]["profile"])
+
         with phases.phase("3 Hermes detect_crashed_workers"):
             res["hermes"] = bench_hermes(board, args.hermes_calls, len(disp.workers))
         problems += res["hermes"]["problems"]
 
         with phases.phase("4 daemon: start + first round"):
-            daemon = start_daemon(board, tmp / "daemon.log")
+            daemon = start_daemon(board, config, tmp / "daemon.log")
             res["daemon_start"] = wait_first_round(daemon, len(disp.workers))
         if not res["daemon_start"]["ok"]:
             problems.append(f"daemon first round not confirmed: {res['daemon_start']}")
@@ -1240,6 +1719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with phases.phase("6 daemon shutdown (SIGTERM)"):
             res["shutdown"] = stop_daemon(daemon)
         res["daemon_log"] = daemon_log_summary(daemon, res["heal"]["victims"])
+        if "distress" not in (res["daemon_log"]["scheduled_watchers"] or []):
+            problems.append(f"daemon scheduled {res['daemon_log']['scheduled_watchers']}")
         if res["daemon_log"]["warnings_or_errors"]:
             problems.append(f"daemon log has problems: {res['daemon_log']['first_problems']}")
         if res["daemon_log"]["actions_on_other_tasks"]:
@@ -1267,6 +1748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report(res: dict[str, Any], out: Path) -> None:
     tick, herm, heal, rss = (res.get(k, {}) for k in ("tick", "hermes", "heal", "rss"))
+    dist = res.get("distress", {})
     ratio = None
     if tick.get("median_ms") and herm.get("median_ms"):
         ratio = herm["median_ms"] / tick["median_ms"]
@@ -1280,6 +1762,21 @@ def report(res: dict[str, Any], out: Path) -> None:
             tick.get("median_ms") is not None and tick["median_ms"] <= TARGET_TICK_MS,
         ),
         ("auto-heal tick, p95", fmt(tick.get("p95_ms"), "ms", 2), "", "", None),
+        (
+            "distress first tick (rebuild from history)",
+            fmt(dist.get("first_tick_ms"), "ms", 1),
+            "",
+            "",
+            None,
+        ),
+        (
+            "distress tick, median",
+            fmt(dist.get("median_ms"), "ms", 2),
+            f"<= {TARGET_DISTRESS_TICK_MS:.0f} ms",
+            "distress_tick_median_ms",
+            dist.get("median_ms") is not None and dist["median_ms"] <= TARGET_DISTRESS_TICK_MS,
+        ),
+        ("distress tick, p95", fmt(dist.get("p95_ms"), "ms", 2), "", "", None),
         (
             "Hermes detect_crashed_workers, median",
             fmt(herm.get("median_ms"), "ms", 2),
@@ -1339,11 +1836,14 @@ def report(res: dict[str, Any], out: Path) -> None:
             f"{b.get('blocked_gave_up_task_caused')} task-caused give-ups, "
             f"{b.get('blocked_other')} other"
         )
+    d = b.get("distress") if b else None
+    if d:
+        print("distress history: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items()))
     print("-" * 78)
-    print(f"{'figure':40} {'value':>12}  {'target':>10}  result")
+    print(f"{'figure':42} {'value':>12}  {'target':>10}  result")
     for label, value, target, _, ok in checks:
         verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-        print(f"{label:40} {value:>12}  {target:>10}  {verdict}")
+        print(f"{label:42} {value:>12}  {target:>10}  {verdict}")
     print("-" * 78)
     if tick:
         print(
@@ -1351,6 +1851,16 @@ def report(res: dict[str, Any], out: Path) -> None:
             f"{tick.get('workers_watched')} workers verified); min/max "
             f"{tick.get('min_ms')}/{tick.get('max_ms')} ms; steady state wrote nothing: "
             f"{tick.get('wrote_nothing')}; give-ups followed: {tick.get('gave_up_candidates')}"
+        )
+    if dist:
+        print(
+            f"distress: {dist.get('n')} ticks timed after the first; {dist.get('profiles')} "
+            f"profiles on {', '.join(dist.get('providers') or [])}; "
+            f"{dist.get('cards_indexed')} cards ({dist.get('cards_open')} open); "
+            f"{dist.get('signals_in_window')} signals in the window, answered by "
+            f"{dist.get('signals_answered_by')}; {dist.get('rate_signals_remembered')} "
+            f"rate-limit signals remembered; steady state wrote nothing: "
+            f"{dist.get('wrote_nothing')}"
         )
     if herm:
         print(
@@ -1373,6 +1883,13 @@ def report(res: dict[str, Any], out: Path) -> None:
             f"{rss.get('threads')} threads, {rss.get('pidfds')} pidfds, CPU "
             f"{fmt(rss.get('cpu_s'), 's')} in {rss.get('after_s')} s"
         )
+    dl = res.get("daemon_log")
+    if dl:
+        print(
+            f"daemon log: watchers {', '.join(dl.get('scheduled_watchers') or [])}; "
+            f"{dl.get('actions')} actions, {dl.get('actions_on_other_tasks')} on tasks not "
+            f"killed; {dl.get('warnings_or_errors')} warnings/errors"
+        )
     sd = res.get("shutdown")
     if sd:
         print(
@@ -1394,8 +1911,9 @@ def report(res: dict[str, Any], out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(res, default=str))
-    if slim.get("tick"):
-        slim["tick"].pop("profile", None)
+    for key in ("tick", "distress"):
+        if slim.get(key):
+            slim[key].pop("profile", None)
     out.write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
     print(f"results: {out}")
 
