@@ -644,7 +644,7 @@ class BoardBuilder:
     ) -> int | None:
         """A `[BLOCKED] <src> <blocker>` card linked as the source's parent; a done one was
         worked by the orchestrator. Returns when it was resolved (None: still open)."""
-        from watchers.distress.card import CardFacts, card_title, render_body
+        from watchers.cards import CardFacts, card_title, render_body
 
         rng = self.rng
         cid = self.task_id()
@@ -1219,7 +1219,7 @@ def distress_memory(dist: Any, store: Any, settings: Any) -> dict[str, Any]:
     now = time.time()
     obs = dist.observer(store)
     m = obs.memory
-    cards = obs._card_states(store)
+    cards = obs.cards.refresh(store)
     window = [
         (tid, sig)
         for tid, sig in m.latest.items()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from watchers.cards import CardState
 from watchers.distress.cooldown import ProviderSignal
 from watchers.distress.decide import (
-    CardState,
     DistressSnapshot,
     EscalationCase,
     SignalCase,

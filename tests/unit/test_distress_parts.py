@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchers.distress.card import (
+from watchers.cards import (
     CardFacts,
     card_title,
     parse_card_title,

@@ -13,19 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchers.cards import CardFacts, CardState, card_needed, card_title, one_line, render_body
 from watchers.distress import WATCHER
-from watchers.distress.card import CardFacts, card_title, one_line, render_body
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
 from watchers.distress.providers import ProviderMap
 from watchers.distress.signals import Signal
 from watchers.model import Action, ActionKind
 from watchers.settings import DistressSettings
-
-
-@dataclass(frozen=True, slots=True)
-class CardState:
-    open_card: str | None  # id of an open card for (task, type), whoever wrote it
-    resolved_at: float | None  # when the latest resolved one was closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +76,6 @@ class DistressSnapshot:
     stuck: tuple[StuckCase, ...] = ()
     escalations: tuple[EscalationCase, ...] = ()
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
-
-
-def card_needed(
-    cards: Mapping[tuple[str, str], CardState], task_id: str, blocker: str, since: float
-) -> bool:
-    """No open card for (task, blocker) by anyone, and none resolved after `since`."""
-    state = cards.get((task_id, blocker))
-    if state is None:
-        return True
-    if state.open_card is not None:
-        return False
-    # a resolved card answered everything before it; a later failure is a new episode
-    return state.resolved_at is None or since > state.resolved_at
 
 
 def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: float) -> str:

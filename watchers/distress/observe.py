@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchers.autoheal.decide import attempt_age, is_host_local
-from watchers.distress.card import parse_card_title, scope_exclusions
+from watchers.cards import CardIndex, card_needed, scope_exclusions
 from watchers.distress.cooldown import ProviderSignal
 from watchers.distress.decide import (
-    CardState,
     DistressSnapshot,
     EscalationCase,
     SignalCase,
     SourceTask,
     StuckCase,
-    card_needed,
 )
 from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
@@ -56,15 +54,6 @@ class _Memory:
     completed_at: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, tuple[int, dict[str, object]]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Card:
-    card_id: str
-    source: str
-    blocker: str
-    status: str
-    resolved_at: float | None = None
 
 
 def workspace_state(path: str | None, timeout: float) -> str:
@@ -100,11 +89,7 @@ class DistressObserver:
     def __init__(self) -> None:
         self.cursor: int | None = None
         self.memory = _Memory()
-        self.cards: dict[str, _Card] = {}
-        self.card_rowid = 0
-        self.card_top: str | None = (
-            None  # the task at card_rowid: another one means rowids were reused
-        )
+        self.cards = CardIndex()
         self.reader: ProfileReader | None = None
         self._states: dict[tuple[str, str, int], str] = {}
 
@@ -158,56 +143,6 @@ class DistressObserver:
                 (ev.run_profile, ev.task_id, ev.created_at, retry_after_seconds(text))
             )
 
-    def _index_cards(self, store: BoardStore) -> None:
-        # SQLite hands a deleted top rowid to the next insert: if the task at our cursor
-        # is not the one we saw there, rows were deleted and reused: read them all again.
-        if self.card_rowid and store.task_id_at_rowid(self.card_rowid) != self.card_top:
-            self.card_rowid = 0
-        top, top_id = store.top_task()
-        for _rowid, card_id, title, status in store.card_rows_between(self.card_rowid, top):
-            parsed = parse_card_title(title)
-            if parsed is not None:
-                self.cards[card_id] = _Card(card_id, parsed[0], parsed[1], status)
-        self.card_rowid, self.card_top = top, top_id
-        open_ids = [c.card_id for c in self.cards.values() if c.status not in ("done", "archived")]
-        if not open_ids:
-            return
-        details = store.task_details(open_ids)
-        for card_id in open_ids:
-            card = self.cards[card_id]
-            d = details.get(card_id)
-            if d is None:
-                del self.cards[card_id]
-            elif d.status in ("done", "archived"):
-                card.status = d.status
-                card.resolved_at = d.completed_at or store.last_event_at(card_id) or d.created_at
-
-    def _card_states(self, store: BoardStore) -> dict[tuple[str, str], CardState]:
-        out: dict[tuple[str, str], CardState] = {}
-        resolved = [
-            c
-            for c in self.cards.values()
-            if c.status in ("done", "archived") and c.resolved_at is None
-        ]
-        if resolved:
-            details = store.task_details([c.card_id for c in resolved])
-            for c in resolved:
-                d = details.get(c.card_id)
-                c.resolved_at = (
-                    (d.completed_at if d else None) or store.last_event_at(c.card_id) or 0
-                )
-        for c in self.cards.values():
-            key = (c.source, c.blocker)
-            prev = out.get(key, CardState(None, None))
-            if c.status not in ("done", "archived"):
-                out[key] = CardState(c.card_id, prev.resolved_at)
-            else:
-                at = max(prev.resolved_at or 0, c.resolved_at or 0)
-                out[key] = CardState(prev.open_card, at)
-        return out
-
-    # -- building the snapshot --------------------------------------------------------
-
     def _source(
         self, store: BoardStore, d: TaskDetail, s: Settings, key: tuple[str, int]
     ) -> SourceTask:
@@ -240,8 +175,7 @@ class DistressObserver:
             self.reader = ProfileReader(hermes_root(s.distress.hermes_home))
         providers = self.reader.read(s.profiles)
         self._follow(store, s, now)
-        self._index_cards(store)
-        cards = self._card_states(store)
+        cards = self.cards.refresh(store)
         m = self.memory
         window_start = now - s.distress.signal_window_seconds
 

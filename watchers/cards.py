@@ -1,0 +1,204 @@
+"""The `[BLOCKED]` card every watcher writes: title, body, the scope lines it quotes,
+and the index of the cards already on a board.
+
+Untrusted text (task titles, error output, task bodies) is capped, flattened to one
+line where it is quoted, and kept out of the title except the source id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from watchers.store.board import BoardStore
+
+BLOCKER_TYPES = (
+    "scope_boundary",
+    "env_blocker",
+    "credential_failure",
+    "dependency",
+    "iteration_budget",
+    "rate_limited",
+)
+CARD_TITLE = re.compile(r"^\s*\[BLOCKED\]\s+(t_[0-9A-Za-z]+)\s+([a-z_]+)")
+TITLE_LIMIT = 120
+EXCERPT_LIMIT = 300
+SCOPE_LIMIT = 10
+
+_SCOPE_LINE = re.compile(
+    r"^\s*[-*]?\s*(?:do\s+not\s+(?:touch|modify|change|edit)|don'?t\s+(?:touch|modify)|cannot\s+touch"
+    r"|out\s+of\s+scope|must\s+not\s+(?:touch|modify)|off[- ]limits)\s*:?\s*(.+)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def card_title(source_id: str, blocker_type: str) -> str:
+    return f"[BLOCKED] {source_id} {blocker_type}"
+
+
+def parse_card_title(title: str | None) -> tuple[str, str] | None:
+    """(source id, blocker type) when `title` is a distress card's, whoever wrote it."""
+    if not title:
+        return None
+    m = CARD_TITLE.match(title)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def one_line(text: str | None, limit: int = EXCERPT_LIMIT) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def scope_exclusions(body: str | None) -> tuple[str, ...]:
+    """Out-of-scope files or packages named in a task body ('Do not touch: a, b')."""
+    found: list[str] = []
+    for m in _SCOPE_LINE.finditer(body or ""):
+        for part in re.split(r"[,;]", m.group(1)):
+            item = one_line(part.strip(" `'\".").strip(), 120)
+            if item and item not in found:
+                found.append(item)
+    return tuple(found[:SCOPE_LIMIT])
+
+
+@dataclass(frozen=True, slots=True)
+class CardFacts:
+    source_id: str
+    source_title: str
+    worker: str | None
+    provider: str | None
+    branch: str | None
+    workspace: str | None
+    blocker_type: str
+    completed: str | None
+    cannot_touch: tuple[str, ...]
+    needs: str
+    state: str
+    evidence: Mapping[str, Any]
+
+
+def _evidence_line(key: str, value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        shown = str(value)
+    return f"- {key}: {one_line(shown, EXCERPT_LIMIT * 2)}"
+
+
+def render_body(f: CardFacts) -> str:
+    provider = f.provider or "unknown"
+    lines = [
+        "## Distress Signal",
+        f"- Blocked task: {f.source_id} — {one_line(f.source_title, TITLE_LIMIT)}",
+        f"- Worker: {f.worker or '—'} (provider {provider})",
+        f"- Branch: {one_line(f.branch, 200) or '—'}",
+        f"- Workspace: {one_line(f.workspace, 300) or '—'}",
+        f"- Blocker type: {f.blocker_type}",
+        f"- Completed: {one_line(f.completed, 600) or '—'}",
+        f"- Cannot touch: {', '.join(f.cannot_touch) or '—'}",
+        f"- Needs: {one_line(f.needs, 600)}",
+        f"- State: {f.state}",
+        "",
+        "## Scope Guard",
+        "DO NOT touch: anything outside diagnosing and remediating the blocker above",
+        "Only fix: assign, split, reassign, or unblock the source task",
+        "",
+        "## Evidence",
+    ]
+    lines += [_evidence_line(k, v) for k, v in f.evidence.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class CardState:
+    open_card: str | None  # id of an open card for (task, type), whoever wrote it
+    resolved_at: float | None  # when the latest resolved one was closed
+
+
+def card_needed(
+    cards: Mapping[tuple[str, str], CardState], task_id: str, blocker: str, since: float
+) -> bool:
+    """No open card for (task, blocker) by anyone, and none resolved after `since`: a
+    resolved card answered everything before it; a later failure is a new episode."""
+    state = cards.get((task_id, blocker))
+    if state is None:
+        return True
+    if state.open_card is not None:
+        return False
+    return state.resolved_at is None or since > state.resolved_at
+
+
+@dataclass(slots=True)
+class _Card:
+    card_id: str
+    source: str
+    blocker: str
+    status: str
+    resolved_at: float | None = None
+
+
+@dataclass(slots=True)
+class CardIndex:
+    """The cards on one board by (source, blocker type), whoever wrote them. New tasks
+    are read by rowid; open cards are re-checked on every refresh."""
+
+    cards: dict[str, _Card] = field(default_factory=dict)
+    rowid: int = 0
+    top: str | None = None  # the task at `rowid`: another one there means rowids were reused
+
+    def refresh(self, store: BoardStore) -> dict[tuple[str, str], CardState]:
+        self._read_new(store)
+        self._recheck_open(store)
+        return self._states(store)
+
+    def _read_new(self, store: BoardStore) -> None:
+        # SQLite hands a deleted top rowid to the next insert: if the task at our cursor
+        # is not the one we saw there, rows were deleted and reused: read them all again.
+        if self.rowid and store.task_id_at_rowid(self.rowid) != self.top:
+            self.rowid = 0
+        top, top_id = store.top_task()
+        for _rowid, card_id, title, status in store.card_rows_between(self.rowid, top):
+            parsed = parse_card_title(title)
+            if parsed is not None:
+                self.cards[card_id] = _Card(card_id, parsed[0], parsed[1], status)
+        self.rowid, self.top = top, top_id
+
+    def _recheck_open(self, store: BoardStore) -> None:
+        open_ids = [c.card_id for c in self.cards.values() if c.status not in ("done", "archived")]
+        if not open_ids:
+            return
+        details = store.task_details(open_ids)
+        for card_id in open_ids:
+            d = details.get(card_id)
+            if d is None:
+                del self.cards[card_id]
+            elif d.status in ("done", "archived"):
+                card = self.cards[card_id]
+                card.status = d.status
+                card.resolved_at = d.completed_at or store.last_event_at(card_id) or d.created_at
+
+    def _states(self, store: BoardStore) -> dict[tuple[str, str], CardState]:
+        unknown = [
+            c
+            for c in self.cards.values()
+            if c.status in ("done", "archived") and c.resolved_at is None
+        ]
+        if unknown:
+            details = store.task_details([c.card_id for c in unknown])
+            for c in unknown:
+                d = details.get(c.card_id)
+                c.resolved_at = (
+                    (d.completed_at if d else None) or store.last_event_at(c.card_id) or 0
+                )
+        out: dict[tuple[str, str], CardState] = {}
+        for c in self.cards.values():
+            key = (c.source, c.blocker)
+            prev = out.get(key, CardState(None, None))
+            if c.status not in ("done", "archived"):
+                out[key] = CardState(c.card_id, prev.resolved_at)
+            else:
+                out[key] = CardState(prev.open_card, max(prev.resolved_at or 0, c.resolved_at or 0))
+        return out
