@@ -10,5 +10,5 @@ except PackageNotFoundError:  # running from a source tree without an install
 WATCHER_NAMES = ("auto-heal", "distress", "budget")
 """Every watcher name the daemon knows; the CLI contract refers to these."""
 
-AVAILABLE_WATCHERS = ("auto-heal", "distress")
+AVAILABLE_WATCHERS = ("auto-heal", "distress", "budget")
 """The watchers this release can run."""

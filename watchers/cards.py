@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from watchers.model import Action, ActionKind
+
 if TYPE_CHECKING:
     from watchers.store.board import BoardStore
 
@@ -65,6 +67,23 @@ def scope_exclusions(body: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceTask:
+    """What a card or a reassignment needs to know about its source task."""
+
+    task_id: str
+    title: str
+    status: str
+    assignee: str | None
+    provider_override: str | None
+    branch: str | None
+    workspace: str | None
+    cannot_touch: tuple[str, ...]
+    completed: str | None
+    state: str  # committed | uncommitted | stashed(<name>) | unknown
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
 class CardFacts:
     source_id: str
     source_title: str
@@ -110,6 +129,61 @@ def render_body(f: CardFacts) -> str:
     ]
     lines += [_evidence_line(k, v) for k, v in f.evidence.items()]
     return "\n".join(lines) + "\n"
+
+
+def card_action(
+    *,
+    watcher: str,
+    board: str,
+    source: SourceTask,
+    provider: str | None,
+    blocker: str,
+    needs: str,
+    evidence: Mapping[str, Any],
+    reason: str,
+    now: float,
+    since: float,
+    assignee: str,
+    priority: int,
+) -> Action:
+    """The action that writes one card for `source` (the store applies it: card, parent
+    link, source comment and events in one transaction, never a second open card)."""
+    evidence = {**evidence, "watcher": watcher, "tick": f"{watcher}:{board}:{int(now)}"}
+    facts = CardFacts(
+        source_id=source.task_id,
+        source_title=source.title,
+        worker=source.assignee,
+        provider=provider,
+        branch=source.branch,
+        workspace=source.workspace,
+        blocker_type=blocker,
+        completed=source.completed,
+        cannot_touch=source.cannot_touch,
+        needs=needs,
+        state=source.state,
+        evidence=evidence,
+    )
+    title = card_title(source.task_id, blocker)
+    return Action(
+        watcher=watcher,
+        board=board,
+        task_id=source.task_id,
+        kind=ActionKind.CARD,
+        reason=reason,
+        evidence=evidence,
+        expect={"title": title, "since": since},
+        plan={
+            "title": title,
+            "body": render_body(facts),
+            "blocker_type": blocker,
+            "assignee": assignee,
+            "priority": priority,
+            "idempotency_key": f"watchers:{title}:{int(since)}",
+            "comment": (
+                f"kanban-watchers opened {{card}} ({title}) for {assignee}: {one_line(needs, 200)}"
+            ),
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)

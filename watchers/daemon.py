@@ -25,6 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards
+from watchers.budget.watcher import Budget
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, ConfigError, StoreBusy
@@ -53,6 +54,8 @@ def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) 
         watchers.append(AutoHeal(probe))
     if settings.distress.enabled or only == Distress.name:
         watchers.append(Distress(probe))
+    if settings.budget.enabled or only == Budget.name:
+        watchers.append(Budget(probe))
     if only is not None:
         watchers = [w for w in watchers if w.name == only]
     return watchers
@@ -63,6 +66,8 @@ def interval_of(settings: Settings, watcher: str) -> tuple[float, float]:
         return settings.auto_heal.interval_seconds, settings.auto_heal.jitter_seconds
     if watcher == Distress.name:
         return settings.distress.interval_seconds, settings.distress.jitter_seconds
+    if watcher == Budget.name:
+        return settings.budget.interval_seconds, settings.budget.jitter_seconds
     raise KeyError(watcher)
 
 

@@ -154,6 +154,8 @@ class ActionKind(StrEnum):
     ESCALATE = "escalate"  # too many resets: stays blocked, someone must look
     REASSIGN = "reassign"  # rate-limited/credential-failed work to another profile
     CARD = "card"  # a [BLOCKED] card for the orchestrator, linked to its source
+    WARN = "warn"  # a budget nearly spent: an event and a comment, once per attempt
+    NOTE = "note"  # a budget line that could not be read: reported once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -135,6 +135,23 @@ class ProfileSettings(_Section):
     provider: str | None = None
     fallbacks: tuple[str, ...] = ()
     group: str | None = None
+    time_budget_seconds: float | None = Field(None, gt=0)
+    iteration_budget: int | None = Field(None, gt=0)
+    attempt_budget: int | None = Field(None, gt=0)
+
+
+class BudgetSettings(_Section):
+    enabled: bool = True
+    interval_seconds: float = Field(60.0, gt=0)
+    jitter_seconds: float = Field(3.0, ge=0)
+    time_budget_seconds: float | None = Field(7200.0, gt=0)
+    iteration_budget: int | None = Field(None, gt=0)
+    attempt_budget: int | None = Field(5, gt=0)
+    warn_fraction: float = Field(0.8, gt=0, lt=1)
+    repeat_threshold: int = Field(3, ge=2)
+    block_recurrence_limit: int = Field(2, ge=1)
+    review_profile: str | None = None
+    git_timeout_seconds: float = Field(2.0, gt=0)
 
 
 class StoreSettings(_Section):
@@ -186,6 +203,7 @@ class Settings(BaseSettings):
     hostname: str | None = None
     auto_heal: AutoHealSettings = AutoHealSettings()
     distress: DistressSettings = DistressSettings()
+    budget: BudgetSettings = BudgetSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()

@@ -13,30 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchers.cards import CardFacts, CardState, card_needed, card_title, one_line, render_body
+from watchers.cards import CardState, SourceTask, card_action, card_needed, one_line
 from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
 from watchers.distress.providers import ProviderMap
 from watchers.distress.signals import Signal
 from watchers.model import Action, ActionKind
 from watchers.settings import DistressSettings
-
-
-@dataclass(frozen=True, slots=True)
-class SourceTask:
-    """What a card or a reassignment needs to know about its source task."""
-
-    task_id: str
-    title: str
-    status: str
-    assignee: str | None
-    provider_override: str | None
-    branch: str | None
-    workspace: str | None
-    cannot_touch: tuple[str, ...]
-    completed: str | None
-    state: str  # committed | uncommitted | stashed(<name>) | unknown
-    consecutive_failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,42 +80,19 @@ def _card(
     *,
     since: float,
 ) -> Action:
-    provider = snap.providers.provider_of(src.assignee, src.provider_override)
-    evidence = {**evidence, "watcher": WATCHER, "tick": f"{WATCHER}:{snap.board}:{int(now)}"}
-    facts = CardFacts(
-        source_id=src.task_id,
-        source_title=src.title,
-        worker=src.assignee,
-        provider=provider,
-        branch=src.branch,
-        workspace=src.workspace,
-        blocker_type=blocker,
-        completed=src.completed,
-        cannot_touch=src.cannot_touch,
-        needs=needs,
-        state=src.state,
-        evidence=evidence,
-    )
-    title = card_title(src.task_id, blocker)
-    return Action(
+    return card_action(
         watcher=WATCHER,
         board=snap.board,
-        task_id=src.task_id,
-        kind=ActionKind.CARD,
-        reason=reason,
+        source=src,
+        provider=snap.providers.provider_of(src.assignee, src.provider_override),
+        blocker=blocker,
+        needs=needs,
         evidence=evidence,
-        expect={"title": title, "since": since},
-        plan={
-            "title": title,
-            "body": render_body(facts),
-            "blocker_type": blocker,
-            "assignee": s.orchestrator_profile,
-            "priority": s.card_priority,
-            "idempotency_key": f"watchers:{title}:{int(since)}",
-            "comment": (
-                f"kanban-watchers opened {{card}} ({title}) for the orchestrator: {one_line(needs, 200)}"
-            ),
-        },
+        reason=reason,
+        now=now,
+        since=since,
+        assignee=s.orchestrator_profile,
+        priority=s.card_priority,
     )
 
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchers.autoheal.decide import attempt_age, is_host_local
-from watchers.cards import CardIndex, card_needed, scope_exclusions
+from watchers.cards import CardIndex, SourceTask, card_needed, scope_exclusions
 from watchers.distress.cooldown import ProviderSignal
 from watchers.distress.decide import (
     DistressSnapshot,
     EscalationCase,
     SignalCase,
-    SourceTask,
     StuckCase,
 )
 from watchers.distress.providers import ProfileReader, hermes_root

@@ -56,6 +56,8 @@ STATUS_EVENT_KINDS = (
 """Event kinds that mean a task changed state; a give-up is current until one follows."""
 
 ESCALATED = "escalated"
+BUDGET_WARNING = "budget_warning"
+BUDGET_MALFORMED = "budget_malformed"
 
 
 class _Undecodable(str):
@@ -188,6 +190,18 @@ class EventRow:
     run_outcome: str | None
     run_error: str | None
     run_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRow:
+    task_id: str
+    status: str
+    assignee: str | None
+    body: str
+    max_runtime_seconds: int | None
+    goal_max_turns: int | None
+    max_retries: int | None
+    block_recurrences: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +391,19 @@ class BoardStore:
 
     # -- reads -----------------------------------------------------------------
 
+    @contextmanager
+    def consistent_reads(self) -> Iterator[None]:
+        """Reads inside see one snapshot of the board (a deferred read transaction)."""
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("COMMIT")
+
     def _col(self, name: str, alias: str = "t") -> str:
         return f"{alias}.{name}" if name in self.task_columns else "NULL"
 
@@ -501,6 +528,107 @@ class BoardStore:
                     )
                 except _Malformed:
                     continue
+        return out
+
+    def budget_rows(self, task_ids: Sequence[str] | None = None) -> list[BudgetRow]:
+        """Budget-relevant fields of the given tasks, or of every task not done/archived."""
+        cols = (
+            f"id, status, assignee, body, {self._col('max_runtime_seconds')}, "
+            f"{self._col('goal_max_turns')}, {self._col('max_retries')}, "
+            f"{self._col('block_recurrences')}"
+        )
+        if task_ids is None:
+            chunks: list[tuple[str, Sequence[Any]]] = [
+                (f"SELECT {cols} FROM tasks t WHERE status NOT IN ('done', 'archived')", ())
+            ]
+        else:
+            chunks = []
+            for start in range(0, len(task_ids), 500):
+                chunk = task_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                chunks.append((f"SELECT {cols} FROM tasks t WHERE id IN ({marks})", chunk))
+        out = []
+        for sql, params in chunks:
+            for row in self._query(sql, params):
+                try:
+                    out.append(
+                        BudgetRow(
+                            task_id=_task_id(row),
+                            status=_opt_text(row, 1, "status") or "",
+                            assignee=_opt_text(row, 2, "assignee"),
+                            body=_opt_text(row, 3, "body") or "",
+                            max_runtime_seconds=_opt_int(row, 4, "max_runtime_seconds"),
+                            goal_max_turns=_opt_int(row, 5, "goal_max_turns"),
+                            max_retries=_opt_int(row, 6, "max_retries"),
+                            block_recurrences=_opt_int(row, 7, "block_recurrences") or 0,
+                        )
+                    )
+                except _Malformed:
+                    continue
+        return out
+
+    def runs_of_open_tasks(self) -> list[tuple[str, int, int, str | None, str | None]]:
+        """(task id, run id, started_at, outcome, error) of every task not done/archived."""
+        out = []
+        for row in self._query(
+            "SELECT r.task_id, r.id, r.started_at, r.outcome, r.error FROM task_runs r "
+            "JOIN tasks t ON t.id = r.task_id WHERE t.status NOT IN ('done', 'archived') ORDER BY r.id"
+        ):
+            try:
+                out.append(
+                    (
+                        _task_id(row),
+                        _req_int(row, 1, "task_runs.id"),
+                        _req_int(row, 2, "started_at"),
+                        _opt_text(row, 3, "outcome"),
+                        _opt_text(row, 4, "error"),
+                    )
+                )
+            except _Malformed:
+                continue
+        return out
+
+    def events_of_open_tasks(self, kinds: Iterable[str]) -> list[EventRow]:
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            "SELECT e.id, e.task_id, e.kind, e.created_at, e.payload, NULL, NULL, NULL, e.run_id "
+            "FROM task_events e JOIN tasks t ON t.id = e.task_id "
+            f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
+            kinds,
+        )
+        out = []
+        for row in rows:
+            try:
+                out.append(
+                    EventRow(
+                        event_id=_req_int(row, 0, "task_events.id"),
+                        task_id=_task_id(row[1:]),
+                        kind=_opt_text(row, 2, "kind") or "",
+                        created_at=_req_int(row, 3, "created_at"),
+                        payload=_payload(row[4]),
+                        run_profile=None,
+                        run_outcome=None,
+                        run_error=None,
+                        run_id=_opt_int(row, 8, "run_id"),
+                    )
+                )
+            except _Malformed:
+                continue
+        return out
+
+    def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for run_id, n in self._query(
+                f"SELECT run_id, COUNT(*) FROM task_events WHERE run_id IN ({marks}) "
+                "AND kind = 'heartbeat' GROUP BY run_id",
+                chunk,
+            ):
+                if isinstance(run_id, int):
+                    out[run_id] = int(n)
         return out
 
     def first_event_id_since(self, since: float) -> int:
@@ -725,6 +853,8 @@ class BoardStore:
             return self._reassign(action, now)
         if action.kind is ActionKind.CARD:
             return self._write_card(action, now)
+        if action.kind in (ActionKind.WARN, ActionKind.NOTE):
+            return self._budget_notice(action, now)
         raise ValueError(f"unknown action kind {action.kind}")
 
     def _comment(self, conn: sqlite3.Connection, task_id: str, body: str, now: int) -> None:
@@ -872,6 +1002,33 @@ class BoardStore:
             }
             insert_event(conn, action.task_id, ESCALATED, payload, now)
             self._comment(conn, action.task_id, str(p["comment"]), now)
+        return True
+
+    def _budget_notice(self, action: Action, now: int) -> bool:
+        """A budget warning (once per attempt and budget) or a malformed-line report (once
+        per line): an event and a comment, unless one was written already."""
+        e = action.expect
+        warn = action.kind is ActionKind.WARN
+        kind = BUDGET_WARNING if warn else BUDGET_MALFORMED
+        marker = json.dumps(
+            {"budget": e["budget"]} if warn else {"line": e["line"]}, ensure_ascii=False
+        )[1:-1]
+        with self._write() as conn:
+            seen = conn.execute(
+                "SELECT 1 FROM task_events WHERE task_id = ? AND kind = ? AND run_id IS ? "
+                "AND instr(payload, ?) > 0 LIMIT 1",
+                (action.task_id, kind, e.get("run_id"), marker),
+            ).fetchone()
+            if seen is not None:
+                return False
+            payload = {
+                "by": AUTHOR,
+                "reason": action.reason,
+                **({"budget": e["budget"]} if warn else {"line": e["line"]}),
+                "evidence": dict(action.evidence),
+            }
+            insert_event(conn, action.task_id, kind, payload, now, e.get("run_id"))
+            self._comment(conn, action.task_id, str(action.plan["comment"]), now)
         return True
 
     def _reassign(self, action: Action, now: int) -> bool:

@@ -1,0 +1,339 @@
+"""Builds the iteration-budget snapshot of a board: the I/O half of a tick.
+
+Per board it keeps, for every task not done: its budget fields (re-read when an event
+says the task changed), attempts and failure fingerprints since its last completion,
+auto-heal's resets, its re-blocks, and the warnings and notes already written. The
+first tick reads them from one consistent snapshot of the board; later ticks follow
+the event log from there, and heartbeats are counted per attempt as they arrive.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from watchers.budget.budgets import BodyBudgets, parse_body, resolve
+from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget
+from watchers.budget.fingerprint import fingerprint
+from watchers.cards import CardIndex, SourceTask, card_needed, scope_exclusions
+from watchers.distress.observe import workspace_state
+from watchers.distress.providers import ProfileReader, hermes_root
+from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
+from watchers.settings import Settings
+from watchers.store.board import (
+    AUTHOR,
+    BUDGET_MALFORMED,
+    BUDGET_WARNING,
+    BoardStore,
+    BudgetRow,
+    EventRow,
+)
+
+FOLLOWED = (
+    "created",
+    "claimed",
+    "completed",
+    "archived",
+    "edited",
+    "assigned",
+    "blocked",
+    "unblocked",
+    "heartbeat",
+    "crashed",
+    "timed_out",
+    "spawn_failed",
+    "gave_up",
+    BUDGET_WARNING,
+    BUDGET_MALFORMED,
+)
+_SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)
+_BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class _Memo:
+    row: BudgetRow | None = None
+    body: BodyBudgets = field(default_factory=BodyBudgets)
+    attempts: int = 0
+    last_attempt_at: int | None = None
+    failures: dict[int, Failure] = field(default_factory=dict)  # by run id
+    resets: int = 0
+    last_reset_at: int | None = None
+    last_block_at: int | None = None
+    warned: set[tuple[int, str]] = field(default_factory=set)
+    reported: set[str] = field(default_factory=set)
+
+    def restart_episode(self) -> None:
+        self.attempts, self.last_attempt_at = 0, None
+        self.failures.clear()
+        self.resets, self.last_reset_at = 0, None
+
+
+def scope_lines(body: str) -> tuple[str, ...]:
+    """Bulleted or numbered lines of a task body: the pieces a split could follow."""
+    out = []
+    for m in _SCOPE_BULLET.finditer(body or ""):
+        line = m.group(1)
+        if _BUDGET_LINE.search(line) or line in scope_exclusions(m.group(0)):
+            continue
+        out.append(line)
+    return tuple(out[:8])
+
+
+def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
+    """Files changed in a git workspace against its base branch (short timeout)."""
+    if not path or not Path(path).is_dir():
+        return ()
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(
+                ["git", "-C", path, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout if r.returncode == 0 else None
+
+    base = None
+    for ref in ("origin/HEAD", "main", "master"):
+        found = git("merge-base", "HEAD", ref)
+        if found:
+            base = found.strip()
+            break
+    stat = git("diff", "--stat=200", "--no-color", base or "HEAD")
+    if not stat:
+        return ()
+    files = [line.split("|")[0].strip() for line in stat.splitlines() if "|" in line]
+    return tuple(files[:10])
+
+
+class BudgetObserver:
+    def __init__(self) -> None:
+        self.cursor: int | None = None
+        self.memos: dict[str, _Memo] = {}
+        self.heartbeats: dict[int, int] = {}  # run id -> heartbeats so far
+        self.dirty: set[str] = set()
+        self.cards = CardIndex()
+        self.reader: ProfileReader | None = None
+
+    # -- memory ------------------------------------------------------------------
+
+    def _memo(self, task_id: str) -> _Memo:
+        memo = self.memos.get(task_id)
+        if memo is None:
+            memo = self.memos[task_id] = _Memo()
+            self.dirty.add(task_id)
+        return memo
+
+    def _set_row(self, row: BudgetRow) -> None:
+        memo = self._memo(row.task_id)
+        memo.row = row
+        memo.body = parse_body(row.body)
+
+    def _load(self, store: BoardStore, running: list[RunningTask]) -> None:
+        with store.consistent_reads():
+            cursor = store.max_event_id()
+            for row in store.budget_rows():
+                self._set_row(row)
+            last_completed: dict[str, bool] = {}
+            for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
+                memo = self._memo(task_id)
+                if outcome == "completed":
+                    memo.restart_episode()
+                    last_completed[task_id] = True
+                    continue
+                memo.attempts += 1
+                memo.last_attempt_at = started
+                if outcome in FAILURE_OUTCOMES and error:
+                    memo.failures[run_id] = Failure(fingerprint(error), error, float(started))
+            for ev in store.events_of_open_tasks(
+                ("unblocked", "blocked", BUDGET_WARNING, BUDGET_MALFORMED)
+            ):
+                self._apply(ev, counting_attempts=False)
+            runs = [t.current_run_id for t in running if t.current_run_id is not None]
+            self.heartbeats = store.heartbeat_counts(runs) if runs else {}
+        self.cursor = cursor
+        self.dirty.clear()
+
+    def _apply(self, ev: EventRow, *, counting_attempts: bool = True) -> None:
+        if ev.kind == "heartbeat":
+            if ev.run_id is not None:
+                self.heartbeats[ev.run_id] = self.heartbeats.get(ev.run_id, 0) + 1
+            return
+        if ev.kind in ("completed", "archived"):
+            self.memos.pop(ev.task_id, None)
+            self.dirty.discard(ev.task_id)
+            return
+        memo = self._memo(ev.task_id)
+        if ev.kind == "claimed" and counting_attempts:
+            memo.attempts += 1
+            memo.last_attempt_at = ev.created_at
+            if ev.run_id is not None:
+                self.heartbeats[ev.run_id] = 0
+        elif ev.kind in ("crashed", "timed_out", "spawn_failed", "gave_up"):
+            text = ev.run_error or str(ev.payload.get("error") or "")
+            if ev.run_id is not None and text:
+                memo.failures[ev.run_id] = Failure(fingerprint(text), text, float(ev.created_at))
+        elif ev.kind == "unblocked":
+            if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
+                memo.resets += 1
+                memo.last_reset_at = ev.created_at
+            self.dirty.add(ev.task_id)
+        elif ev.kind == "blocked":
+            memo.last_block_at = ev.created_at
+            self.dirty.add(ev.task_id)
+        elif ev.kind == BUDGET_WARNING:
+            if ev.payload.get("by") == AUTHOR and ev.run_id is not None:
+                memo.warned.add((ev.run_id, str(ev.payload.get("budget"))))
+        elif ev.kind == BUDGET_MALFORMED:
+            if ev.payload.get("by") == AUTHOR:
+                memo.reported.add(str(ev.payload.get("line")))
+        else:  # created, edited, assigned: the budget fields may have changed
+            self.dirty.add(ev.task_id)
+
+    # -- the snapshot ---------------------------------------------------------------
+
+    def snapshot(
+        self, store: BoardStore, s: Settings, now: float
+    ) -> tuple[BudgetSnapshot, list[SkippedRow]]:
+        running, skipped = store.running_tasks()
+        if self.cursor is None:
+            self._load(store, running)
+        else:
+            for ev in store.events_with_runs_after(self.cursor, FOLLOWED):
+                self.cursor = max(self.cursor, ev.event_id)
+                self._apply(ev)
+        if self.dirty:
+            found = {r.task_id: r for r in store.budget_rows(sorted(self.dirty))}
+            for task_id in self.dirty:
+                row = found.get(task_id)
+                if row is None or row.status in ("done", "archived"):
+                    self.memos.pop(task_id, None)
+                else:
+                    self._set_row(row)
+            self.dirty.clear()
+        cards = self.cards.refresh(store)
+        by_running = {t.task_id: t for t in running}
+        live_runs = {t.current_run_id for t in running}
+        self.heartbeats = {r: n for r, n in self.heartbeats.items() if r in live_runs}
+
+        tasks: list[BudgetTask] = []
+        enrich: list[int] = []
+        for task_id, memo in self.memos.items():
+            run = by_running.get(task_id)
+            problems = tuple(p for p in memo.body.problems if p not in memo.reported)
+            recurrences = memo.row.block_recurrences if memo.row else 0
+            if run is None and not (memo.attempts or memo.resets or recurrences or problems):
+                continue
+            t = self._task(task_id, memo, run, problems, s)
+            overruns = over_budget(t, s, now)
+            if overruns and card_needed(cards, task_id, "iteration_budget", overruns[0].since):
+                enrich.append(len(tasks))
+            elif not overruns and run is None and not problems:
+                continue  # nothing to warn about, nothing to card
+            tasks.append(t)
+        if enrich:
+            tasks = self._enrich(store, s, tasks, enrich)
+        return BudgetSnapshot(board=store.slug, tasks=tuple(tasks), cards=cards), skipped
+
+    def _task(
+        self,
+        task_id: str,
+        memo: _Memo,
+        run: RunningTask | None,
+        problems: tuple[str, ...],
+        s: Settings,
+    ) -> BudgetTask:
+        row = memo.row
+        assignee = run.assignee if run else (row.assignee if row else None)
+        profile = s.profiles.get(assignee or "")
+        budgets = resolve(
+            max_runtime_seconds=row.max_runtime_seconds if row else None,
+            goal_max_turns=row.goal_max_turns if row else None,
+            max_retries=row.max_retries if row else None,
+            body=memo.body,
+            profile=assignee,
+            profile_time=profile.time_budget_seconds if profile else None,
+            profile_iterations=profile.iteration_budget if profile else None,
+            profile_attempts=profile.attempt_budget if profile else None,
+            global_time=s.budget.time_budget_seconds,
+            global_iterations=s.budget.iteration_budget,
+            global_attempts=s.budget.attempt_budget,
+        )
+        source = SourceTask(
+            task_id=task_id,
+            title="",
+            status=row.status if row else "running",
+            assignee=assignee,
+            provider_override=None,
+            branch=None,
+            workspace=None,
+            cannot_touch=(),
+            completed=None,
+            state="unknown",
+            consecutive_failures=run.consecutive_failures if run else 0,
+        )
+        return BudgetTask(
+            source=source,
+            provider=None,
+            budgets=budgets,
+            problems=problems,
+            running=run is not None,
+            run_id=run.current_run_id if run else None,
+            attempt_started_at=float(run.attempt_started_at)
+            if run and run.attempt_started_at
+            else None,
+            heartbeats=self.heartbeats.get(run.current_run_id or -1, 0) if run else 0,
+            attempts=memo.attempts,
+            last_attempt_at=float(memo.last_attempt_at) if memo.last_attempt_at else None,
+            failures=tuple(sorted(memo.failures.values(), key=lambda f: f.at)),
+            resets=memo.resets,
+            last_reset_at=float(memo.last_reset_at) if memo.last_reset_at else None,
+            block_recurrences=memo.row.block_recurrences if memo.row else 0,
+            last_block_at=float(memo.last_block_at) if memo.last_block_at else None,
+            warned=frozenset(memo.warned),
+        )
+
+    def _enrich(
+        self, store: BoardStore, s: Settings, tasks: list[BudgetTask], which: list[int]
+    ) -> list[BudgetTask]:
+        """What a card needs (title, branch, workspace state, summaries, scope, touched
+        files), read only for the tasks that will get one."""
+        if self.reader is None:
+            self.reader = ProfileReader(hermes_root(s.distress.hermes_home))
+        providers = self.reader.read(s.profiles)
+        details = store.task_details([tasks[i].source.task_id for i in which])
+        out = list(tasks)
+        for i in which:
+            t = tasks[i]
+            d = details.get(t.source.task_id)
+            if d is None:
+                continue
+            summaries, _ = store.run_summaries(d.task_id)
+            source = SourceTask(
+                task_id=d.task_id,
+                title=d.title,
+                status=d.status,
+                assignee=d.assignee,
+                provider_override=d.provider_override,
+                branch=d.branch,
+                workspace=d.workspace,
+                cannot_touch=scope_exclusions(d.body),
+                completed=" | ".join(summaries) or None,
+                state=workspace_state(d.workspace, s.budget.git_timeout_seconds),
+                consecutive_failures=d.consecutive_failures,
+            )
+            out[i] = replace(
+                t,
+                source=source,
+                provider=providers.provider_of(d.assignee, d.provider_override),
+                scope_lines=scope_lines(d.body),
+                touched=touched_files(d.workspace, s.budget.git_timeout_seconds),
+            )
+        return out
