@@ -135,7 +135,10 @@ class DemoDispatcher:
                 "UPDATE task_runs SET worker_pid = ? WHERE id = (SELECT current_run_id FROM tasks WHERE id = ?)",
                 (pid, task_id),
             )
-            insert_event(self.conn, task_id, "spawned", {"pid": pid}, now)
+            run = self.conn.execute(
+                "SELECT current_run_id FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            insert_event(self.conn, task_id, "spawned", {"pid": pid}, now, run[0] if run else None)
 
     def heartbeat(self, task_id: str, *, now: int | None = None) -> None:
         now = int(time.time()) if now is None else now
@@ -149,7 +152,10 @@ class DemoDispatcher:
                 "WHERE id = (SELECT current_run_id FROM tasks WHERE id = ?)",
                 (now, task_id),
             )
-            insert_event(self.conn, task_id, "heartbeat", None, now)
+            run = self.conn.execute(
+                "SELECT current_run_id FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            insert_event(self.conn, task_id, "heartbeat", None, now, run[0] if run else None)
 
     def backdate_attempt(self, task_id: str, seconds: int) -> None:
         """Make the open attempt look `seconds` older (claim and heartbeat)."""
