@@ -190,18 +190,27 @@ def card_action(
 class CardState:
     open_card: str | None  # id of an open card for (task, type), whoever wrote it
     resolved_at: float | None  # when the latest resolved one was closed
+    resolved_event: int | None = None  # the last event of that card (a total order)
 
 
 def card_needed(
-    cards: Mapping[tuple[str, str], CardState], task_id: str, blocker: str, since: float
+    cards: Mapping[tuple[str, str], CardState],
+    task_id: str,
+    blocker: str,
+    since: float,
+    after_event: int | None = None,
 ) -> bool:
-    """No open card for (task, blocker) by anyone, and none resolved after `since`: a
-    resolved card answered everything before it; a later failure is a new episode."""
+    """No open card for (task, blocker) by anyone, and none resolved after the trouble
+    began: a resolved card answered everything before it; later trouble is a new episode.
+    Board times are whole seconds, so when the trouble has an event, event ids decide the
+    order (they are a total order); `since` (a time) is the fallback."""
     state = cards.get((task_id, blocker))
     if state is None:
         return True
     if state.open_card is not None:
         return False
+    if after_event is not None and state.resolved_event is not None:
+        return after_event > state.resolved_event
     return state.resolved_at is None or since > state.resolved_at
 
 
@@ -212,6 +221,7 @@ class _Card:
     blocker: str
     status: str
     resolved_at: float | None = None
+    resolved_event: int | None = None
 
 
 @dataclass(slots=True)
@@ -253,6 +263,7 @@ class CardIndex:
                 card = self.cards[card_id]
                 card.status = d.status
                 card.resolved_at = d.completed_at or store.last_event_at(card_id) or d.created_at
+                card.resolved_event = store.last_event_id(card_id)
 
     def _states(self, store: BoardStore) -> dict[tuple[str, str], CardState]:
         unknown = [
@@ -267,12 +278,17 @@ class CardIndex:
                 c.resolved_at = (
                     (d.completed_at if d else None) or store.last_event_at(c.card_id) or 0
                 )
+                c.resolved_event = store.last_event_id(c.card_id)
         out: dict[tuple[str, str], CardState] = {}
         for c in self.cards.values():
             key = (c.source, c.blocker)
             prev = out.get(key, CardState(None, None))
             if c.status not in ("done", "archived"):
-                out[key] = CardState(c.card_id, prev.resolved_at)
+                out[key] = CardState(c.card_id, prev.resolved_at, prev.resolved_event)
             else:
-                out[key] = CardState(prev.open_card, max(prev.resolved_at or 0, c.resolved_at or 0))
+                out[key] = CardState(
+                    prev.open_card,
+                    max(prev.resolved_at or 0, c.resolved_at or 0),
+                    max(prev.resolved_event or 0, c.resolved_event or 0) or None,
+                )
         return out

@@ -182,3 +182,15 @@ def test_the_card_body_follows_the_contract_and_caps_untrusted_text():
     assert body.index("## Scope Guard") < body.index("## Evidence")
     assert "DO NOT touch: anything outside diagnosing and remediating the blocker above" in body
     assert len(lines[1]) < 160 and "ignore previous" not in lines[1]
+
+
+def test_event_ids_order_trouble_and_resolution_within_the_same_second():
+    """Whole-second times cannot tell; event ids can. Without one, time decides."""
+    from watchers.cards import CardState, card_needed
+
+    cards = {("t_1", "rate_limited"): CardState(None, resolved_at=T, resolved_event=500)}
+    assert card_needed(cards, "t_1", "rate_limited", T, after_event=501)
+    assert not card_needed(cards, "t_1", "rate_limited", T, after_event=499)
+    assert not card_needed(cards, "t_1", "rate_limited", T)
+    assert card_needed(cards, "t_1", "rate_limited", T + 1)
+    assert not card_needed({("t_1", "x"): CardState("t_c", None)}, "t_1", "x", T + 99, 10**9)

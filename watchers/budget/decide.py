@@ -32,6 +32,7 @@ class Failure:
     fingerprint: str
     text: str
     at: float
+    event_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,9 @@ class BudgetTask:
     block_recurrences: int
     last_block_at: float | None
     warned: frozenset[tuple[int, str]] = frozenset()  # (run id, budget) already warned
+    last_attempt_event: int | None = None
+    last_reset_event: int | None = None
+    heartbeat_event: int | None = None  # the running attempt's latest heartbeat
     scope_lines: tuple[str, ...] = ()
     touched: tuple[str, ...] = ()
 
@@ -68,6 +72,7 @@ class Overrun:
     reason: str  # time_budget | iteration_budget | attempt_budget | repeated_failure | needs_human
     since: float  # when it began (a resolved card after this answers it)
     evidence: dict[str, Any]
+    event: int | None = None  # the event that brought it about, when there is one
 
 
 def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
@@ -79,6 +84,7 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                 "needs_human",
                 t.last_reset_at or now,
                 {"resets": t.resets, "max_resets": s.auto_heal.max_resets},
+                t.last_reset_event,
             )
         )
     elif t.block_recurrences >= s.budget.block_recurrence_limit:
@@ -102,6 +108,7 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                     "repeated_failure",
                     max(f.at for f in same),
                     {"fingerprint": fp, "count": n, "error": one_line(same[-1].text, 240)},
+                    max((f.event_id for f in same if f.event_id is not None), default=None),
                 )
             )
     b = t.budgets
@@ -121,6 +128,7 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                 "iteration_budget",
                 t.attempt_started_at or now,
                 _consumed("iterations", t.heartbeats, b.iterations.value, b.iterations.source),
+                t.heartbeat_event,
             )
         )
     if b.attempts and t.attempts >= b.attempts.value:
@@ -129,9 +137,19 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                 "attempt_budget",
                 t.last_attempt_at or now,
                 _consumed("attempts", t.attempts, b.attempts.value, b.attempts.source),
+                t.last_attempt_event,
             )
         )
     return out
+
+
+def unanswered(
+    overruns: list[Overrun], cards: Mapping[tuple[str, str], CardState], task_id: str
+) -> Overrun | None:
+    """The most urgent overrun no card has answered yet (one card per task and episode)."""
+    return next(
+        (o for o in overruns if card_needed(cards, task_id, BLOCKER, o.since, o.event)), None
+    )
 
 
 def _consumed(budget: str, used: float, limit: float, source: str) -> dict[str, Any]:
@@ -217,11 +235,11 @@ def decide(snapshot: BudgetSnapshot, s: Settings, now: float) -> list[Action]:
                 )
             )
         overruns = over_budget(t, s, now)
-        if not overruns:
+        first = unanswered(overruns, snapshot.cards, t.source.task_id)
+        if first is None:
+            # nothing over budget, or every overrun already answered by a card: the
+            # running attempt may still be worth a warning
             actions.extend(_warnings(t, s, now, snapshot.board))
-            continue
-        first = overruns[0]
-        if not card_needed(snapshot.cards, t.source.task_id, BLOCKER, first.since):
             continue
         human = first.reason == "needs_human"
         evidence: dict[str, Any] = {

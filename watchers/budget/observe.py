@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from watchers.budget.budgets import BodyBudgets, parse_body, resolve
-from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget
+from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
 from watchers.budget.fingerprint import fingerprint
-from watchers.cards import CardIndex, SourceTask, card_needed, scope_exclusions
+from watchers.cards import CardIndex, SourceTask, scope_exclusions
 from watchers.distress.observe import workspace_state
 from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
@@ -33,6 +33,7 @@ from watchers.store.board import (
 
 FOLLOWED = (
     "created",
+    "rate_limited",
     "claimed",
     "completed",
     "archived",
@@ -48,6 +49,7 @@ FOLLOWED = (
     BUDGET_WARNING,
     BUDGET_MALFORMED,
 )
+_FAILURE_KINDS = ("crashed", "timed_out", "spawn_failed", "gave_up")
 _SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)
 _BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
 
@@ -56,17 +58,24 @@ _BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
 class _Memo:
     row: BudgetRow | None = None
     body: BodyBudgets = field(default_factory=BodyBudgets)
-    attempts: int = 0
+    attempt_runs: set[int] = field(default_factory=set)  # rate-limited requeues excluded
     last_attempt_at: int | None = None
+    last_attempt_event: int | None = None
     failures: dict[int, Failure] = field(default_factory=dict)  # by run id
     resets: int = 0
     last_reset_at: int | None = None
+    last_reset_event: int | None = None
     last_block_at: int | None = None
     warned: set[tuple[int, str]] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)
 
+    @property
+    def attempts(self) -> int:
+        return len(self.attempt_runs)
+
     def restart_episode(self) -> None:
-        self.attempts, self.last_attempt_at = 0, None
+        self.attempt_runs.clear()
+        self.last_attempt_at = self.last_attempt_event = None
         self.failures.clear()
         self.resets, self.last_reset_at = 0, None
 
@@ -118,6 +127,7 @@ class BudgetObserver:
         self.cursor: int | None = None
         self.memos: dict[str, _Memo] = {}
         self.heartbeats: dict[int, int] = {}  # run id -> heartbeats so far
+        self.heartbeat_events: dict[int, int] = {}  # run id -> its latest heartbeat event
         self.dirty: set[str] = set()
         self.cards = CardIndex()
         self.reader: ProfileReader | None = None
@@ -148,16 +158,32 @@ class BudgetObserver:
                     memo.restart_episode()
                     last_completed[task_id] = True
                     continue
-                memo.attempts += 1
+                if outcome != "rate_limited":  # a quota wall is not the task burning its budget
+                    memo.attempt_runs.add(run_id)
                 memo.last_attempt_at = started
                 if outcome in FAILURE_OUTCOMES and error:
                     memo.failures[run_id] = Failure(fingerprint(error), error, float(started))
             for ev in store.events_of_open_tasks(
-                ("unblocked", "blocked", BUDGET_WARNING, BUDGET_MALFORMED)
+                (
+                    "unblocked",
+                    "blocked",
+                    "claimed",
+                    *_FAILURE_KINDS,
+                    BUDGET_WARNING,
+                    BUDGET_MALFORMED,
+                )
             ):
+                if ev.kind in _FAILURE_KINDS:  # the runs gave the text; the event gives the order
+                    owner = self.memos.get(ev.task_id)
+                    if owner is not None and ev.run_id in owner.failures:
+                        known = owner.failures[ev.run_id]
+                        owner.failures[ev.run_id] = replace(known, event_id=ev.event_id)
+                    continue
                 self._apply(ev, counting_attempts=False)
             runs = [t.current_run_id for t in running if t.current_run_id is not None]
-            self.heartbeats = store.heartbeat_counts(runs) if runs else {}
+            counted = store.heartbeat_counts(runs) if runs else {}
+            self.heartbeats = {r: n for r, (n, _) in counted.items()}
+            self.heartbeat_events = {r: last for r, (_, last) in counted.items()}
         self.cursor = cursor
         self.dirty.clear()
 
@@ -165,25 +191,34 @@ class BudgetObserver:
         if ev.kind == "heartbeat":
             if ev.run_id is not None:
                 self.heartbeats[ev.run_id] = self.heartbeats.get(ev.run_id, 0) + 1
+                self.heartbeat_events[ev.run_id] = ev.event_id
             return
         if ev.kind in ("completed", "archived"):
             self.memos.pop(ev.task_id, None)
             self.dirty.discard(ev.task_id)
             return
         memo = self._memo(ev.task_id)
-        if ev.kind == "claimed" and counting_attempts:
-            memo.attempts += 1
-            memo.last_attempt_at = ev.created_at
+        if ev.kind == "claimed":
+            memo.last_attempt_event = ev.event_id
+            if counting_attempts:
+                memo.last_attempt_at = ev.created_at
+                if ev.run_id is not None:
+                    memo.attempt_runs.add(ev.run_id)
+                    self.heartbeats[ev.run_id] = 0
+        elif ev.kind == "rate_limited":
             if ev.run_id is not None:
-                self.heartbeats[ev.run_id] = 0
-        elif ev.kind in ("crashed", "timed_out", "spawn_failed", "gave_up"):
+                memo.attempt_runs.discard(ev.run_id)
+        elif ev.kind in _FAILURE_KINDS:
             text = ev.run_error or str(ev.payload.get("error") or "")
             if ev.run_id is not None and text:
-                memo.failures[ev.run_id] = Failure(fingerprint(text), text, float(ev.created_at))
+                memo.failures[ev.run_id] = Failure(
+                    fingerprint(text), text, float(ev.created_at), ev.event_id
+                )
         elif ev.kind == "unblocked":
             if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
                 memo.resets += 1
                 memo.last_reset_at = ev.created_at
+                memo.last_reset_event = ev.event_id
             self.dirty.add(ev.task_id)
         elif ev.kind == "blocked":
             memo.last_block_at = ev.created_at
@@ -222,6 +257,7 @@ class BudgetObserver:
         by_running = {t.task_id: t for t in running}
         live_runs = {t.current_run_id for t in running}
         self.heartbeats = {r: n for r, n in self.heartbeats.items() if r in live_runs}
+        self.heartbeat_events = {r: e for r, e in self.heartbeat_events.items() if r in live_runs}
 
         tasks: list[BudgetTask] = []
         enrich: list[int] = []
@@ -233,7 +269,7 @@ class BudgetObserver:
                 continue
             t = self._task(task_id, memo, run, problems, s)
             overruns = over_budget(t, s, now)
-            if overruns and card_needed(cards, task_id, "iteration_budget", overruns[0].since):
+            if unanswered(overruns, cards, task_id) is not None:
                 enrich.append(len(tasks))
             elif not overruns and run is None and not problems:
                 continue  # nothing to warn about, nothing to card
@@ -298,6 +334,9 @@ class BudgetObserver:
             block_recurrences=memo.row.block_recurrences if memo.row else 0,
             last_block_at=float(memo.last_block_at) if memo.last_block_at else None,
             warned=frozenset(memo.warned),
+            last_attempt_event=memo.last_attempt_event,
+            last_reset_event=memo.last_reset_event,
+            heartbeat_event=self.heartbeat_events.get(run.current_run_id or -1) if run else None,
         )
 
     def _enrich(

@@ -31,6 +31,7 @@ class SignalCase:
     run_id: int | None
     reassignments: int  # by the watchers in this episode
     attempts: int
+    event_id: int | None = None  # the signal's event
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class EscalationCase:
     source: SourceTask
     at: float
     evidence: Mapping[str, Any]
+    event_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ def _signal_decisions(
     for case in snap.signal_cases:
         src = case.source
         blocker = case.signal.value
-        if not card_needed(snap.cards, src.task_id, blocker, case.at):
+        if not card_needed(snap.cards, src.task_id, blocker, case.at, case.event_id):
             continue
         src_provider = snap.providers.provider_of(src.assignee, src.provider_override)
         route = snap.providers.route(src.assignee)
@@ -229,7 +231,7 @@ def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) ->
 def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
     actions = []
     for case in snap.escalations:
-        if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.at):
+        if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.at, case.event_id):
             continue
         evidence = {"reason_class": "infra_resets_exhausted", **case.evidence}
         needs = (

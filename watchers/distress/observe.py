@@ -51,7 +51,7 @@ class _Memory:
     reassigned_at: dict[str, list[int]] = field(default_factory=dict)  # ours: the budget
     assigned_event: dict[str, int] = field(default_factory=dict)  # anyone's: answers a signal
     completed_at: dict[str, int] = field(default_factory=dict)
-    escalated: dict[str, tuple[int, dict[str, object]]] = field(default_factory=dict)
+    escalated: dict[str, tuple[int, dict[str, object], int]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
 
 
@@ -121,6 +121,7 @@ class DistressObserver:
                 m.escalated[ev.task_id] = (
                     ev.created_at,
                     evidence if isinstance(evidence, dict) else {},
+                    ev.event_id,
                 )
             return
         text = " ".join(
@@ -185,12 +186,13 @@ class DistressObserver:
             for tid, sig in m.latest.items()
             if sig.at >= window_start
             and m.assigned_event.get(tid, 0) < sig.event_id  # nobody reassigned it since
-            and card_needed(cards, tid, sig.signal.value, sig.at)
+            and card_needed(cards, tid, sig.signal.value, sig.at, sig.event_id)
         }
         escalated = {
             tid: e
             for tid, e in m.escalated.items()
-            if e[0] > m.completed_at.get(tid, 0) and card_needed(cards, tid, "env_blocker", e[0])
+            if e[0] > m.completed_at.get(tid, 0)
+            and card_needed(cards, tid, "env_blocker", e[0], e[2])
         }
         running, skipped = store.running_tasks()
         stuck_candidates = [
@@ -221,6 +223,7 @@ class DistressObserver:
                     run_id=sig.run_id,
                     reassignments=len(reassigned),
                     attempts=attempts,
+                    event_id=sig.event_id,
                 )
             )
 
@@ -258,13 +261,16 @@ class DistressObserver:
             )
 
         escalations = []
-        for tid, (at, evidence) in escalated.items():
+        for tid, (at, evidence, event_id) in escalated.items():
             d = details.get(tid)
             if d is None or d.status != "blocked":
                 continue
             escalations.append(
                 EscalationCase(
-                    source=self._source(store, d, s, (tid, at)), at=at, evidence=evidence
+                    source=self._source(store, d, s, (tid, at)),
+                    at=at,
+                    evidence=evidence,
+                    event_id=event_id,
                 )
             )
 

@@ -617,18 +617,19 @@ class BoardStore:
                 continue
         return out
 
-    def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, int]:
-        out: dict[int, int] = {}
+    def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(heartbeats, latest heartbeat event id) per run."""
+        out: dict[int, tuple[int, int]] = {}
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for run_id, n in self._query(
-                f"SELECT run_id, COUNT(*) FROM task_events WHERE run_id IN ({marks}) "
+            for run_id, n, last in self._query(
+                f"SELECT run_id, COUNT(*), MAX(id) FROM task_events WHERE run_id IN ({marks}) "
                 "AND kind = 'heartbeat' GROUP BY run_id",
                 chunk,
             ):
                 if isinstance(run_id, int):
-                    out[run_id] = int(n)
+                    out[run_id] = (int(n), int(last))
         return out
 
     def first_event_id_since(self, since: float) -> int:
@@ -727,6 +728,11 @@ class BoardStore:
     def task_id_at_rowid(self, rowid: int) -> str | None:
         rows = self._query("SELECT id FROM tasks WHERE rowid = ?", (rowid,))
         return rows[0][0] if rows and isinstance(rows[0][0], str) else None
+
+    def last_event_id(self, task_id: str) -> int | None:
+        rows = self._query("SELECT MAX(id) FROM task_events WHERE task_id = ?", (task_id,))
+        value = rows[0][0] if rows else None
+        return value if isinstance(value, int) else None
 
     def last_event_at(self, task_id: str) -> int | None:
         rows = self._query("SELECT MAX(created_at) FROM task_events WHERE task_id = ?", (task_id,))
