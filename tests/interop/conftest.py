@@ -94,3 +94,33 @@ def distress(tmp_path: Path) -> Iterator[DistressCli]:
     finally:
         for cli in made:
             cli.close()
+
+
+BudgetCli = Callable[..., WatchersCli]
+"""`budget(toml="", **settings)`: the CLI running only the iteration-budget watcher."""
+
+
+@pytest.fixture
+def budget(tmp_path: Path) -> Iterator[BudgetCli]:
+    """`make(toml, **settings)`: `watchers --watcher budget`, `--config` TOML, env settings."""
+    made: list[WatchersCli] = []
+
+    def make(toml: str = "", **settings: float | int | str) -> WatchersCli:
+        config = None
+        if toml:
+            config = tmp_path / f"budget-{len(made)}.toml"
+            config.write_text(toml, encoding="utf-8")
+        cli = WatchersCli(
+            Path(__file__).resolve().parents[2],
+            watcher="budget",
+            config=config,
+            extra_env={f"WATCHERS_BUDGET__{k.upper()}": str(v) for k, v in settings.items()},
+        )
+        made.append(cli)
+        return cli
+
+    try:
+        yield make
+    finally:
+        for cli in made:
+            cli.close()
