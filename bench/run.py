@@ -3,9 +3,13 @@
 One run, on one machine:
   1. builds a 100,000-task Hermes board with realistic history (distress history
      included: rate limits, 401s, reassignments, `[BLOCKED]` cards, Hermes profiles on
-     3 providers) and 1,000 `running` tasks claimed by this host on 1,000 live workers;
+     3 providers; budget history included: budget lines, over-budget tasks with their
+     `iteration_budget` cards, warnings) and 1,000 `running` tasks claimed by this host
+     on 1,000 live workers, well within their budgets;
   2. times the steady-state auto-heal tick in-process (must write nothing);
   2b. times the steady-state distress tick in-process (must write nothing);
+  2c. times the steady-state budget tick in-process (must write nothing), its first
+      tick (loading every open task) apart;
   3. times Hermes 0.19.0's own `detect_crashed_workers` on the same board;
   4. runs `watchers run` at default settings (plus the profile map), SIGKILLs workers
      one at a time and measures how long each task stays `running` after its worker died;
@@ -53,6 +57,7 @@ TARGET_RATIO = 2.0
 TARGET_HEAL_P95_S = 20.0
 TARGET_RSS_MB = 60.0  # MiB of VmRSS
 TARGET_DISTRESS_TICK_MS = 20.0
+TARGET_BUDGET_TICK_MS = 20.0
 
 CLAIM_BACKDATE_S = 60  # > the 30 s start grace, < the probe's 120 s spawn slack
 DAEMON_FIRST_ROUND_TIMEOUT_S = 90.0
@@ -80,6 +85,9 @@ SIGNAL_WINDOW_S = 21600  # distress.signal_window_seconds (default)
 MAX_REASSIGNMENTS = 2  # distress.max_reassignments (default)
 CARD_PRIORITY = 10  # distress.card_priority (default)
 HOST = socket.gethostname()
+BUDGET_BLOCKER = "iteration_budget"
+WARN_FRACTION = 0.8  # budget.warn_fraction (default)
+RANDOM_RUNTIME = -1  # add_task: draw max_runtime_seconds (Hermes's time budget) at random
 
 # -- small helpers --------------------------------------------------------------------
 
@@ -176,6 +184,9 @@ class BoardBuilder:
     links: list[tuple[str, str]] = field(default_factory=list)
     running_ids: list[str] = field(default_factory=list)
     dstats: Counter[str] = field(default_factory=Counter)
+    bstats: Counter[str] = field(default_factory=Counter)
+    heartbeat_plan: dict[str, int] = field(default_factory=dict)  # running: extra beats
+    last_run: Ref | None = None
     seq: int = 0
     _ids: set[str] = field(default_factory=set)
 
@@ -188,6 +199,11 @@ class BoardBuilder:
             f"{rng.choice(('the parser', 'docs for X', 'flaky test', 'billing', 'CI'))} "
             f"#{rng.randrange(10000)}"
         )
+
+    def body(self, *budget_lines: str) -> str:
+        off = self.rng.randrange(0, 1500)
+        text = LOREM[off : off + self.rng.randrange(80, 700)]
+        return text + "\n\n" + "\n".join(budget_lines) + "\n" if budget_lines else text
 
     def task_id(self) -> str:
         for _ in range(1000):
@@ -228,11 +244,13 @@ class BoardBuilder:
         body: str | None = None,
         priority: int | None = None,
         created_by: str | None = None,
+        max_runtime: int | None = RANDOM_RUNTIME,
+        goal_max_turns: int | None = None,
+        block_recurrences: int = 0,
     ) -> None:
         rng = self.rng
         if body is None:
-            off = rng.randrange(0, 1500)
-            body = LOREM[off : off + rng.randrange(80, 700)]
+            body = self.body()
         ws = "worktree" if rng.random() < 0.3 else "scratch"
         self.tasks.append(
             (
@@ -257,7 +275,9 @@ class BoardBuilder:
                 failures,
                 None,  # worker_pid
                 last_error,
-                rng.choice((None, None, 3600, 7200)),
+                rng.choice((None, None, 3600, 7200))
+                if max_runtime == RANDOM_RUNTIME
+                else max_runtime,
                 None,  # last_heartbeat_at
                 None,  # current_run_id
                 None,  # skills
@@ -266,7 +286,8 @@ class BoardBuilder:
                 0,  # goal_mode
                 None,  # session_id
                 block_kind,
-                0,
+                block_recurrences,
+                goal_max_turns,
             )
         )
 
@@ -280,10 +301,12 @@ class BoardBuilder:
         error: str | None = None,
         pid: int | None = None,
         reason: str | None = None,
+        duration: int | None = None,
     ) -> int:
-        """One closed attempt with its events; returns its end time."""
+        """One closed attempt with its events; returns its end time (`duration` fixes
+        it; the attempt's run is `self.last_run` afterwards)."""
         rng = self.rng
-        run = Ref()
+        run = self.last_run = Ref()
         pid = pid or rng.randrange(2000, 4_000_000)
         lock = f"{HOST}:{rng.randrange(2000, 60000)}"
         self.event(
@@ -296,7 +319,9 @@ class BoardBuilder:
             for _ in range(rng.randrange(1, 4)):
                 t += rng.randrange(30, 400)
                 self.event(tid, "heartbeat", None, t, run)
-        end = t + rng.randrange(5, 600)
+        end = t + rng.randrange(5, 600) if duration is None else start + duration
+        if end <= t:
+            raise RuntimeError(f"attempt of {tid} ends before its last heartbeat")
         summary = None
         meta: dict[str, Any] = {"pid": pid, "claimer": lock}
         payload: dict[str, Any] = {"pid": pid, "claimer": lock}
@@ -421,6 +446,7 @@ class BoardBuilder:
                 to = self.fallback(profile, "rate_limited")
                 self.reassign(tid, profile, to, "rate_limited", end, end + rng.randrange(3, 40), 1)
                 profile, last_error = to, None
+        lines = self.budget_lines(running=False) if self.rng.random() < 0.08 else []
         self.add_task(
             tid,
             status,
@@ -429,7 +455,9 @@ class BoardBuilder:
             started=started,
             failures=failures,
             last_error=last_error,
+            body=self.body(*lines) if lines else None,
         )
+        self.bstats["open_with_budget_lines"] += bool(lines)
         return tid
 
     def todo(self, parent: str) -> None:
@@ -443,14 +471,48 @@ class BoardBuilder:
         self.links.append((parent, tid))
         self.add_task(tid, "todo", created, assignee=profile)
 
+    def budget_lines(self, *, running: bool) -> list[str]:
+        """`<Kind> budget: <value>` body lines, generous enough that the task stays
+        under 80 % of each (running attempts here are about a minute old)."""
+        rng = self.rng
+        lines = []
+        if rng.random() < 0.6:
+            lines.append(f"Time budget: {rng.choice(('45m', '90m', '1h30m', '2h', '3h'))}")
+        if running and rng.random() < 0.5:
+            lines.append(f"{rng.choice(('', '- '))}Iteration budget: {rng.choice((40, 60, 200))}")
+        if rng.random() < 0.4 or not lines:
+            lines.append(f"Attempt budget: {rng.choice((3, 4))}")
+        return lines
+
     def to_run(self) -> None:
-        """Created ready; the demo dispatcher claims it later (as Hermes would)."""
+        """Created ready; the demo dispatcher claims it later (as Hermes would). About a
+        third carry budgets (body lines, Hermes's `goal_max_turns`); those with an
+        iteration budget get heartbeats in their attempt, below 80 % of it."""
         rng, now = self.rng, self.now
         tid = self.task_id()
         profile = rng.choice(PROFILES)
         created = now - rng.randrange(CLAIM_BACKDATE_S + 60, 7200)
         self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
-        self.add_task(tid, "ready", created, assignee=profile)
+        lines = self.budget_lines(running=True) if rng.random() < 0.3 else []
+        turns = rng.choice((30, 50)) if rng.random() < 0.05 else None
+        iterations = turns or next(
+            (int(x.rsplit(":", 1)[1]) for x in lines if "Iteration" in x), None
+        )
+        if iterations:
+            # one heartbeat comes from start_running; at most 60 % of the budget (the
+            # warning is at 80 %)
+            self.heartbeat_plan[tid] = rng.randrange(0, min(25, int(0.6 * iterations)))
+            self.bstats["running_with_iteration_budget"] += 1
+        self.bstats["running_with_budget_lines"] += bool(lines)
+        self.bstats["running_with_goal_max_turns"] += bool(turns)
+        self.add_task(
+            tid,
+            "ready",
+            created,
+            assignee=profile,
+            body=self.body(*lines) if lines else None,
+            goal_max_turns=turns,
+        )
         self.running_ids.append(tid)
 
     def blocked_by_hand(self) -> None:
@@ -496,18 +558,21 @@ class BoardBuilder:
         """Infrastructure crash loop (`killed by signal 9`) that auto-heal already reset
         three times within 24 h and then escalated: the correct action now is none."""
         rng, now = self.rng, self.now
-        tid = self.task_id()
+        tid, title = self.task_id(), self.title()
         profile = rng.choice(PROFILES)
         created = now - rng.randrange(20 * 3600, 22 * 3600)
         self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
         t = created + rng.randrange(600, 1800)  # first crash cycle starts < 21.5 h ago
         first = t
         error = ""
+        crashes: list[tuple[int, int]] = []  # (attempt start, end)
         for cycle in range(4):
             for _ in range(2):
                 pid = rng.randrange(2000, 4_000_000)
                 error = f"pid {pid} killed by signal 9"
+                start = t
                 end = self.attempt(tid, profile, t, "crashed", error=error, pid=pid)
+                crashes.append((start, end))
                 t = end + rng.randrange(5, 60)
             gave_up = self._hermes_gave_up(tid, error, end)
             if cycle < 3:
@@ -545,6 +610,29 @@ class BoardBuilder:
                 self.comment(tid, "watchers", "kanban-watchers: the environment needs a person", t)
         if t > now - 600:
             raise RuntimeError("escalated history reaches into the last 10 minutes")
+        # The budget watcher's card: opened at the third identical crash (repeated
+        # failure); still open, or closed by the orchestrator after the escalation.
+        done = rng.random() < 0.25 and t + 3000 < now
+        self.card(
+            tid,
+            title,
+            profile,
+            BUDGET_BLOCKER,
+            crashes[2][1] + rng.randrange(5, 70),
+            done=done,
+            work_at=t + rng.randrange(60, 600) if done else None,
+            needs=f"split {tid} into narrower tasks (repeated failure)",
+            evidence={
+                "reason_class": "repeated_failure",
+                "count": 3,
+                "error": error,
+                "watcher": "budget",
+                "since": crashes[2][0],
+            },
+        )
+        self.bstats[
+            "escalated_with_budget_card_done" if done else "escalated_with_budget_card"
+        ] += 1
         self.add_task(
             tid,
             "blocked",
@@ -553,6 +641,7 @@ class BoardBuilder:
             started=first,
             failures=2,
             last_error=error,
+            title=title,
         )
 
     # distress history: rate limits and credential failures, answered by the distress
@@ -641,6 +730,8 @@ class BoardBuilder:
         done: bool,
         by: str = "watchers",
         needs: str | None = None,
+        evidence: dict[str, Any] | None = None,
+        work_at: int | None = None,
     ) -> int | None:
         """A `[BLOCKED] <src> <blocker>` card linked as the source's parent; a done one was
         worked by the orchestrator. Returns when it was resolved (None: still open)."""
@@ -667,7 +758,8 @@ class BoardBuilder:
                     else f"move {src} to a profile on a provider other than {MODELS[worker][0]}"
                 ),
                 state="unknown",
-                evidence={"reason_class": blocker, "watcher": by, "tick": f"distress:{at}"},
+                evidence=evidence
+                or {"reason_class": blocker, "watcher": by, "tick": f"distress:{at}"},
             )
         )
         self.event(
@@ -685,7 +777,7 @@ class BoardBuilder:
         started = completed = None
         status = "ready"
         if done:
-            started = at + rng.randrange(5, 120)
+            started = work_at or at + rng.randrange(5, 120)
             completed = self.attempt(cid, ORCHESTRATOR, started, "completed")
             status = "archived" if rng.random() < 0.3 else "done"
             if status == "archived":
@@ -705,7 +797,8 @@ class BoardBuilder:
             priority=CARD_PRIORITY,
             created_by=by,
         )
-        self.dstats["cards_done" if done else "cards_open"] += 1
+        stats = self.bstats if blocker == BUDGET_BLOCKER else self.dstats
+        stats["cards_done" if done else "cards_open"] += 1
         return completed
 
     def _signals(self, k: int) -> list[str]:
@@ -842,14 +935,261 @@ class BoardBuilder:
         self.add_task(tid, "ready", created, assignee=to, started=first, title=title)
         self.dstats["ready_after_card"] += 1
 
-    def _hermes_gave_up(self, tid: str, error: str, at: int) -> Ref:
+    # budget history: over-budget tasks the budget watcher already carded, warnings it
+    # wrote, budget lines it could not read and reported; all answered, so a tick that
+    # follows them has nothing to do
+
+    def budget_card(
+        self, tid: str, title: str, profile: str, reason: str, at: int, since: int, *, done: bool
+    ) -> None:
+        """The budget watcher's `[BLOCKED] <id> iteration_budget` card, opened a tick
+        after the overrun; a done one was closed by the orchestrator within hours."""
+        rng = self.rng
+        work_at = at + rng.randrange(300, 4 * 3600) if done else None
+        if work_at is not None and work_at + 3000 > self.now:
+            work_at, done = None, False
+        human = reason == "needs_human"
+        self.card(
+            tid,
+            title,
+            profile,
+            BUDGET_BLOCKER,
+            at,
+            done=done,
+            work_at=work_at,
+            needs=(
+                "human review: this task keeps coming back; decide whether it is still "
+                "worth doing, and how"
+                if human
+                else f"split {tid} into narrower tasks ({reason.replace('_', ' ')})"
+            ),
+            evidence={"reason_class": reason, "watcher": "budget", "since": since},
+        )
+
+    def budget_repeated(self, done_card: bool) -> None:
+        """Hermes gave up after `max_retries` = 3 identical task-caused failures (a
+        Traceback); the budget watcher carded the repeated failure (open, or closed
+        while the source stays blocked on its split)."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(86400, 3 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        test = rng.choice(("test_roundtrip", "test_merge", "test_invoice_totals"))
+        error = ""
+        starts = []
+        for _ in range(3):
+            pid = rng.randrange(2000, 4_000_000)
+            error = (
+                f"pid {pid} exited with code 1: Traceback (most recent call last): File "
+                f'"/home/u/work/{tid}/tests/test_app.py", line {rng.randrange(20, 400)}, in '
+                f"{test} AssertionError: expected 3 rows, got 4"
+            )
+            starts.append(t)
+            end = self.attempt(tid, profile, t, "crashed", error=error, pid=pid)
+            t = end + rng.randrange(5, 120)
+        self._hermes_gave_up(tid, error, end, failures=3, limit_source="task")
+        self.budget_card(
+            tid,
+            title,
+            profile,
+            "repeated_failure",
+            end + rng.randrange(5, 70),
+            starts[-1],
+            done=done_card,
+        )
+        self.add_task(
+            tid,
+            "blocked",
+            created,
+            assignee=profile,
+            started=first,
+            failures=3,
+            last_error=error,
+            max_retries=3,
+            title=title,
+            max_runtime=None,
+        )
+        self.bstats["blocked_repeated_failure"] += 1
+
+    def budget_attempts(self) -> None:
+        """`Attempt budget: 3` spent without completing (a timeout, an expired claim, a
+        stale worker); the card is open and the source waits on it in `todo`."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(86400, 2 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        errors = {
+            "timed_out": f"elapsed {rng.randrange(3601, 5000)}s > limit 3600s",
+            "reclaimed": "claim expired",
+            "stale": f"no heartbeat for {rng.randrange(3600, 5000)}s",
+        }
+        start = t
+        for outcome in ("timed_out", "reclaimed", "stale"):
+            start = t
+            end = self.attempt(tid, profile, t, outcome, error=errors[outcome])
+            t = end + rng.randrange(30, 600)
+        self.budget_card(
+            tid, title, profile, "attempt_budget", end + rng.randrange(5, 70), start, done=False
+        )
+        self.add_task(
+            tid,
+            "todo",
+            created,
+            assignee=profile,
+            started=first,
+            failures=1,
+            last_error=errors["timed_out"],
+            title=title,
+            body=self.body("Time budget: 1h", "Attempt budget: 3"),
+            max_runtime=None,
+        )
+        self.bstats["todo_attempt_budget_spent"] += 1
+
+    def budget_reblocked(self) -> None:
+        """Blocked by its worker, unblocked by a person, blocked again (Hermes counts
+        `block_recurrences` = 2): the card asks for human review and is open."""
+        rng, now = self.rng, self.now
+        tid, title = self.task_id(), self.title()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(2 * 86400, 5 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        t = first = created + rng.randrange(10, 600)
+        kind = rng.choice(("needs_input", "dependency"))
+        for i in range(2):
+            end = self.attempt(tid, profile, t, "blocked")
+            self.event(tid, "blocked", {"reason": "needs a decision", "kind": kind}, end)
+            if i == 0:
+                t = end + rng.randrange(3600, 86400)
+                self.event(tid, "unblocked", {"by": "user", "status": "ready"}, t)
+                t += rng.randrange(10, 600)
+        self.budget_card(
+            tid, title, profile, "needs_human", end + rng.randrange(5, 70), end, done=False
+        )
+        self.add_task(
+            tid,
+            "blocked",
+            created,
+            assignee=profile,
+            started=first,
+            block_kind=kind,
+            block_recurrences=2,
+            title=title,
+        )
+        self.bstats["blocked_recurring_human_review"] += 1
+
+    def budget_warned(self, done: bool) -> None:
+        """An attempt warned at 80 % of its `Time budget: 45m` (a `budget_warning`
+        event on its run and a comment) that ended before 100 %: completed (`done`),
+        or killed / its claim expired, so the task is `ready` again."""
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        budget = 2700
+        created = now - rng.randrange(3 * 3600, 3 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        start = created + rng.randrange(10, 600)
+        outcome = "completed" if done else rng.choice(("crashed", "reclaimed"))
+        pid = rng.randrange(2000, 4_000_000)
+        error = {"crashed": f"pid {pid} killed by signal 9", "reclaimed": "claim expired"}
+        end = self.attempt(
+            tid,
+            profile,
+            start,
+            outcome,
+            error=error.get(outcome),
+            pid=pid,
+            duration=int(budget * rng.uniform(0.85, 0.98)),
+        )
+        run = self.last_run
+        at = start + int(budget * WARN_FRACTION) + rng.randrange(0, 60)
+        used = at - start
+        self.event(
+            tid,
+            "budget_warning",
+            {
+                "by": "watchers",
+                "reason": "time_budget_warning",
+                "budget": "time",
+                "evidence": {
+                    "budget": "time",
+                    "consumed": used,
+                    "limit": float(budget),
+                    "source": "body",
+                    "run_id": run,
+                },
+            },
+            at,
+            run,
+        )
+        self.comment(
+            tid,
+            "watchers",
+            f"kanban-watchers: this attempt has used {used}s of {budget}s of its time budget "
+            "(body). Wrap up, or split what is left into a new task.",
+            at,
+        )
+        self.add_task(
+            tid,
+            "done" if done else "ready",
+            created,
+            assignee=profile,
+            started=start,
+            completed=end if done else None,
+            result="Result: " + LOREM[: rng.randrange(40, 400)] if done else None,
+            failures=int(outcome == "crashed"),
+            last_error=error.get(outcome) if outcome == "crashed" else None,
+            body=self.body("Time budget: 45m"),
+            max_runtime=None,
+        )
+        self.bstats["done_after_warning" if done else "ready_after_warning"] += 1
+
+    def budget_malformed(self) -> None:
+        """A budget line the watcher cannot read, already reported once (a
+        `budget_malformed` event and a comment)."""
+        from watchers.budget.budgets import parse_body
+
+        rng, now = self.rng, self.now
+        tid = self.task_id()
+        profile = rng.choice(PROFILES)
+        created = now - rng.randrange(3600, 2 * 86400)
+        self.event(tid, "created", {"assignee": profile, "status": "ready", "parents": []}, created)
+        body = self.body(rng.choice(("Time budget: by friday", "Attempt budget: three")))
+        at = created + rng.randrange(5, 70)
+        for problem in parse_body(body).problems:
+            self.event(
+                tid,
+                "budget_malformed",
+                {
+                    "by": "watchers",
+                    "reason": "malformed_budget",
+                    "line": problem,
+                    "evidence": {"line": problem},
+                },
+                at,
+            )
+            self.comment(
+                tid,
+                "watchers",
+                f"kanban-watchers ignored a budget line it could not read: {problem}.",
+                at,
+            )
+        self.add_task(tid, "ready", created, assignee=profile, body=body)
+        self.bstats["ready_malformed_reported"] += 1
+
+    def _hermes_gave_up(
+        self, tid: str, error: str, at: int, *, failures: int = 2, limit_source: str = "dispatcher"
+    ) -> Ref:
         return self.event(
             tid,
             "gave_up",
             {
-                "failures": 2,
-                "effective_limit": 2,
-                "limit_source": "dispatcher",
+                "failures": failures,
+                "effective_limit": failures,
+                "limit_source": limit_source,
                 "error": error,
                 "trigger_outcome": "crashed",
             },
@@ -893,8 +1233,18 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
         b.distress_card_done()
     for _ in range(n_distress_running):
         b.distress_reassigned(run=True)
+    # budget history (its cards are tasks too)
+    n_budget = max(2, n_tasks // 5000)
+    for i in range(n_budget):
+        b.budget_repeated(done_card=i % 3 == 0)
+        b.budget_attempts()
+        b.budget_warned(done=i % 2 == 0)
+    for _ in range(max(1, n_budget // 4)):
+        b.budget_reblocked()
+        b.budget_malformed()
     n_finished = n_tasks - len(b.tasks) - (n_running - n_distress_running)
     n_finished -= n_blocked + n_ready + n_todo + n_triage
+    n_finished -= n_infra  # each escalated task comes with its budget card
     n_archived = n_finished // 5
     if n_finished <= 0:
         raise SystemExit("--tasks is too small for the mix")
@@ -939,8 +1289,8 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
             "claim_lock, claim_expires, tenant, result, idempotency_key, consecutive_failures, "
             "worker_pid, last_failure_error, max_runtime_seconds, last_heartbeat_at, "
             "current_run_id, skills, model_override, max_retries, goal_mode, session_id, "
-            "block_kind, block_recurrences) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "block_kind, block_recurrences, goal_max_turns) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             b.tasks,
         )
         conn.executemany(
@@ -985,12 +1335,15 @@ def build_board(path: Path, n_tasks: int, n_running: int, seed: int) -> dict[str
         "blocked_gave_up_task_caused": n_task_caused,
         "blocked_other": n_hand,
         "distress": dict(sorted(b.dstats.items())),
+        "budget": dict(sorted(b.bstats.items())),
     }
     running_ids = list(b.running_ids)
+    heartbeat_plan = dict(b.heartbeat_plan)
     del b
     gc.collect()
     return {
         "running_ids": running_ids,
+        "heartbeat_plan": heartbeat_plan,
         "counts": counts,
         "generate_s": round(gen_s, 2),
         "insert_s": round(insert_s, 2),
@@ -1012,9 +1365,12 @@ def write_profiles(root: Path, config: Path) -> None:
     config.write_text("\n".join(lines), encoding="utf-8")
 
 
-def start_running(path: Path, task_ids: Sequence[str]) -> tuple[Any, dict[str, int]]:
-    """Claim each task as this host's dispatcher, start its worker, heartbeat once.
-    Claims are backdated so attempts are past the start grace."""
+def start_running(
+    path: Path, task_ids: Sequence[str], heartbeat_plan: dict[str, int]
+) -> tuple[Any, dict[str, int]]:
+    """Claim each task as this host's dispatcher, start its worker, heartbeat once (and
+    `heartbeat_plan[id]` more times, within the minute). Claims are backdated so
+    attempts are past the start grace."""
     from watchers.demo.dispatcher import DemoDispatcher
 
     disp = DemoDispatcher(path, light_workers=True)
@@ -1026,6 +1382,8 @@ def start_running(path: Path, task_ids: Sequence[str]) -> tuple[Any, dict[str, i
             run_ids[tid] = disp.claim(tid, now=claimed_at)
             disp.start_worker(tid)
             disp.heartbeat(tid, now=claimed_at + CLAIM_BACKDATE_S // 2)
+            for i in range(heartbeat_plan.get(tid, 0)):
+                disp.heartbeat(tid, now=claimed_at + CLAIM_BACKDATE_S // 2 + 1 + i)
     except BaseException:
         stop_workers(disp)
         raise
@@ -1245,13 +1603,185 @@ def distress_memory(dist: Any, store: Any, settings: Any) -> dict[str, Any]:
         "providers": sorted({p.provider for p in providers.profiles.values() if p.provider})
         if providers
         else [],
-        "cards_indexed": len(obs.cards),
-        "cards_open": sum(1 for c in obs.cards.values() if c.status not in ("done", "archived")),
+        "cards_indexed": len(obs.cards.cards),
+        "cards_open": sum(
+            1 for c in obs.cards.cards.values() if c.status not in ("done", "archived")
+        ),
         "events_followed_to": obs.cursor,
         "signals_in_window": len(window),
         "signals_answered_by": dict(sorted(answered.items())),
         "rate_signals_remembered": len(m.rate_signals),
         "reassigned_tasks_remembered": len(m.reassigned_at),
+    }
+
+
+def bench_budget(path: Path, config: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
+    """The budget watcher's steady-state tick, measured as the others; its first tick
+    loads every open task (budget fields, attempts, failures, resets, warnings) from one
+    snapshot and is reported apart."""
+    from watchers.budget.watcher import Budget
+    from watchers.clock import SystemClock
+    from watchers.probe import ProcessProbe
+    from watchers.runner import run_tick
+    from watchers.settings import load_settings
+    from watchers.store.board import BoardStore
+
+    settings = load_settings(config)
+    before = board_fingerprint(path)
+    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
+    probe = ProcessProbe()
+    store = BoardStore.open(path)
+    bud = Budget(probe)
+    clock = SystemClock()
+    problems: list[str] = []
+    try:
+        t0 = time.perf_counter()
+        first = run_tick(bud, store, settings, clock)
+        first_ms = (time.perf_counter() - t0) * 1000
+        if first.error or first.outcomes or first.skipped:
+            problems.append(
+                f"budget first tick: error={first.error} actions="
+                f"{[(o.action.reason, o.action.task_id) for o in first.outcomes][:5]} "
+                f"({len(first.outcomes)}) skipped={len(first.skipped)}"
+            )
+        samples: list[float] = []
+        actions = 0
+        for _ in range(n_ticks):
+            t0 = time.perf_counter()
+            rep = run_tick(bud, store, settings, clock)
+            samples.append((time.perf_counter() - t0) * 1000)
+            actions += len(rep.outcomes)
+            if rep.error or rep.skipped:
+                problems.append(f"budget tick error={rep.error} skipped={len(rep.skipped)}")
+        prof_text = None
+        if profile or statistics.median(samples) > TARGET_BUDGET_TICK_MS:
+            prof_text = profile_ticks(lambda: run_tick(bud, store, settings, clock), 20)
+        memory = budget_memory(bud, store, settings)
+    finally:
+        store.close()
+        probe.close()
+    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
+    watch.close()
+    after = board_fingerprint(path)
+    wrote_nothing = actions == 0 and version0 == version1 and before == after
+    if not wrote_nothing:
+        problems.append(
+            f"steady-state budget ticks wrote: actions={actions} "
+            f"data_version {version0}->{version1}"
+        )
+    if memory["unanswered_overruns"] or not memory["overruns_answered_by"]:
+        problems.append(f"budget overruns not answered by a card: {memory}")
+    if memory["running_max_time_fraction"] >= WARN_FRACTION or (
+        memory["running_max_iteration_fraction"] >= WARN_FRACTION
+    ):
+        problems.append(f"running attempts near their budgets: {memory}")
+    if not memory["runs_warned"] or not memory["tasks_with_body_budgets"]:
+        problems.append(f"budget history not exercised: {memory}")
+    return {
+        "n": len(samples),
+        "median_ms": round(statistics.median(samples), 3),
+        "p95_ms": round(pct(samples, 95), 3),
+        "min_ms": round(min(samples), 3),
+        "max_ms": round(max(samples), 3),
+        "first_tick_ms": round(first_ms, 1),
+        "actions_in_steady_state": actions,
+        "wrote_nothing": wrote_nothing,
+        **memory,
+        "problems": problems,
+        "profile": prof_text,
+    }
+
+
+def deep_size(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
+    """Bytes held by `obj` and what it references (containers, slotted dataclasses);
+    shared objects are counted once. Bounded depth."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 12:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            size += deep_size(k, seen, depth + 1) + deep_size(v, seen, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for v in obj:
+            size += deep_size(v, seen, depth + 1)
+    elif hasattr(obj, "__slots__") or hasattr(obj, "__dict__"):
+        names = list(getattr(obj, "__slots__", ())) + list(getattr(obj, "__dict__", {}))
+        for name in names:
+            if hasattr(obj, name):
+                size += deep_size(getattr(obj, name), seen, depth + 1)
+    return size
+
+
+def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
+    """What the watcher follows, and why none of it needs an action (its own rules):
+    every overrun has an open card or one resolved after it; running attempts are
+    below the warning fraction of each budget."""
+    from watchers.budget import decide as budget_decide
+    from watchers.cards import card_needed
+
+    def unanswered(over: list[Any], cards: Any, task_id: str) -> Any:
+        """The watcher's own rule: the first overrun no card answers yet."""
+        if hasattr(budget_decide, "unanswered"):
+            return budget_decide.unanswered(over, cards, task_id)
+        return over[0] if card_needed(cards, task_id, BUDGET_BLOCKER, over[0].since) else None
+
+    obs = bud._observers[store.path.resolve()]
+    now = time.time()
+    snap, _ = obs.snapshot(store, settings, now)  # reads only (every overrun is carded)
+    answered: Counter[str] = Counter()
+    not_answered: list[str] = []
+    time_frac = iter_frac = 0.0
+    sources: Counter[str] = Counter()
+    for t in snap.tasks:
+        over = budget_decide.over_budget(t, settings, now)
+        if over:
+            card = snap.cards.get((t.source.task_id, BUDGET_BLOCKER))
+            if unanswered(over, snap.cards, t.source.task_id) is not None:
+                not_answered.append(t.source.task_id)
+            elif card is not None and card.open_card is not None:
+                answered[f"{over[0].reason}:open_card"] += 1
+            else:
+                answered[f"{over[0].reason}:resolved_card"] += 1
+        if t.running and t.attempt_started_at is not None:
+            b = t.budgets
+            if b.time:
+                time_frac = max(time_frac, (now - t.attempt_started_at) / b.time.value)
+                sources[f"time:{b.time.source.split(':')[0]}"] += 1
+            if b.iterations:
+                iter_frac = max(iter_frac, t.heartbeats / b.iterations.value)
+                sources[f"iterations:{b.iterations.source.split(':')[0]}"] += 1
+    memos = obs.memos
+    bodies = sum(len(m.row.body) for m in memos.values() if m.row is not None)
+    return {
+        "tasks_followed": len(memos),
+        "tasks_in_snapshot": len(snap.tasks),
+        "tasks_with_body_budgets": sum(
+            1 for m in memos.values() if m.body.time_seconds or m.body.iterations or m.body.attempts
+        ),
+        "running_budget_sources": dict(sorted(sources.items())),
+        "running_max_time_fraction": round(time_frac, 3),
+        "running_max_iteration_fraction": round(iter_frac, 3),
+        "runs_with_heartbeats": len(obs.heartbeats),
+        "overruns_answered_by": dict(sorted(answered.items())),
+        "unanswered_overruns": not_answered[:10],
+        "cards_indexed": len(obs.cards.cards),
+        "runs_warned": sum(len(m.warned) for m in memos.values()),
+        "malformed_reported": sum(len(m.reported) for m in memos.values()),
+        "observer_kib": round(deep_size(obs) / 1024),
+        "observer_kib_by_part": {
+            name: round(deep_size(part, seen) / 1024)
+            for seen in [set()]
+            for name, part in (
+                ("memo_rows", [m.row for m in memos.values()]),
+                ("memos_other", list(memos.values())),
+                ("heartbeats", obs.heartbeats),
+                ("cards", obs.cards),
+            )
+        },
+        "bodies_held_kib": round(bodies / 1024),
     }
 
 
@@ -1266,7 +1796,9 @@ def profile_ticks(fn: Callable[[], Any], n: int) -> str:
         fn()
     prof.disable()
     buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
+    stats = pstats.Stats(prof, stream=buf)
+    stats.sort_stats("cumulative").print_stats(25)
+    stats.sort_stats("tottime").print_stats(12)
     return buf.getvalue()
 
 
@@ -1574,7 +2106,17 @@ def machine_facts() -> dict[str, Any]:
         hermes = version("hermes-agent")
     except Exception:
         hermes = "?"
+    git = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for key, cmd in (
+            ("head", ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+            ("dirty", ["git", "-C", str(ROOT), "status", "--porcelain", "--", "watchers"]),
+        ):
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+            git[key] = out.stdout.strip() if key == "head" else out.stdout.split("\n")
+        git["dirty"] = sorted(line[3:] for line in git.get("dirty", []) if line.strip())
     return {
+        "git": git,
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "cpu_model": model,
@@ -1615,7 +2157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=24, help="workers SIGKILLed (>= 20)")
     ap.add_argument("--seed", type=int, default=20240611)
     ap.add_argument(
-        "--profile", action="store_true", help="print a cProfile of 20 ticks of each watcher"
+        "--profile",
+        action="store_true",
+        help="print a cProfile of 20 ticks of each watcher (auto-heal, distress, budget)",
     )
     ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     args = ap.parse_args(argv)
@@ -1654,6 +2198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{m['mem_total_mib']} MiB RAM, Python {m['python']}, SQLite {m['sqlite']}, "
         f"hermes-agent {m['hermes_agent']}, kernel {m['kernel']}"
     )
+    g = m.get("git") or {}
+    print(f"code: {g.get('head')}, uncommitted in watchers/: {g.get('dirty') or 'none'}")
     if stripped:
         print(f"note: ignoring {', '.join(stripped)} (the benchmark uses defaults)")
     try:
@@ -1666,7 +2212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "insert_s": built["insert_s"],
         }
         with phases.phase("1b claim + start workers"):
-            disp, run_ids = start_running(board, built["running_ids"])
+            disp, run_ids = start_running(board, built["running_ids"], built["heartbeat_plan"])
         res["board"]["running_workers"] = len(disp.workers)
         res["board"]["size_mib"] = round(board.stat().st_size / 2**20, 1)
         print(
@@ -1686,6 +2232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems += res["distress"]["problems"]
         if res["distress"]["profile"]:
             print(res["distress"]["profile"])
+
+        with phases.phase("2c in-process budget ticks"):
+            res["budget"] = bench_budget(board, config, args.ticks, args.profile)
+        problems += res["budget"]["problems"]
+        if res["budget"]["profile"]:
+            print(res["budget"]["profile"])
 
         with phases.phase("3 Hermes detect_crashed_workers"):
             res["hermes"] = bench_hermes(board, args.hermes_calls, len(disp.workers))
@@ -1719,7 +2271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with phases.phase("6 daemon shutdown (SIGTERM)"):
             res["shutdown"] = stop_daemon(daemon)
         res["daemon_log"] = daemon_log_summary(daemon, res["heal"]["victims"])
-        if "distress" not in (res["daemon_log"]["scheduled_watchers"] or []):
+        if not {"auto-heal", "distress", "budget"} <= set(
+            res["daemon_log"]["scheduled_watchers"] or []
+        ):
             problems.append(f"daemon scheduled {res['daemon_log']['scheduled_watchers']}")
         if res["daemon_log"]["warnings_or_errors"]:
             problems.append(f"daemon log has problems: {res['daemon_log']['first_problems']}")
@@ -1749,6 +2303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def report(res: dict[str, Any], out: Path) -> None:
     tick, herm, heal, rss = (res.get(k, {}) for k in ("tick", "hermes", "heal", "rss"))
     dist = res.get("distress", {})
+    bud = res.get("budget", {})
     ratio = None
     if tick.get("median_ms") and herm.get("median_ms"):
         ratio = herm["median_ms"] / tick["median_ms"]
@@ -1777,6 +2332,15 @@ def report(res: dict[str, Any], out: Path) -> None:
             dist.get("median_ms") is not None and dist["median_ms"] <= TARGET_DISTRESS_TICK_MS,
         ),
         ("distress tick, p95", fmt(dist.get("p95_ms"), "ms", 2), "", "", None),
+        ("budget first tick (load)", fmt(bud.get("first_tick_ms"), "ms", 1), "", "", None),
+        (
+            "budget tick, median",
+            fmt(bud.get("median_ms"), "ms", 2),
+            f"<= {TARGET_BUDGET_TICK_MS:.0f} ms",
+            "budget_tick_median_ms",
+            bud.get("median_ms") is not None and bud["median_ms"] <= TARGET_BUDGET_TICK_MS,
+        ),
+        ("budget tick, p95", fmt(bud.get("p95_ms"), "ms", 2), "", "", None),
         (
             "Hermes detect_crashed_workers, median",
             fmt(herm.get("median_ms"), "ms", 2),
@@ -1839,6 +2403,9 @@ def report(res: dict[str, Any], out: Path) -> None:
     d = b.get("distress") if b else None
     if d:
         print("distress history: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items()))
+    bh = b.get("budget") if b else None
+    if bh:
+        print("budget history: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bh.items()))
     print("-" * 78)
     print(f"{'figure':42} {'value':>12}  {'target':>10}  result")
     for label, value, target, _, ok in checks:
@@ -1861,6 +2428,20 @@ def report(res: dict[str, Any], out: Path) -> None:
             f"{dist.get('signals_answered_by')}; {dist.get('rate_signals_remembered')} "
             f"rate-limit signals remembered; steady state wrote nothing: "
             f"{dist.get('wrote_nothing')}"
+        )
+    if bud:
+        print(
+            f"budget: {bud.get('n')} ticks timed after the first; {bud.get('tasks_followed')} "
+            f"open tasks followed ({bud.get('tasks_with_body_budgets')} with body budgets, "
+            f"{bud.get('tasks_in_snapshot')} weighed per tick); running attempts at most "
+            f"{bud.get('running_max_time_fraction')} of their time and "
+            f"{bud.get('running_max_iteration_fraction')} of their iteration budget "
+            f"({bud.get('running_budget_sources')}); overruns answered by "
+            f"{bud.get('overruns_answered_by')}; {bud.get('runs_warned')} runs warned, "
+            f"{bud.get('malformed_reported')} malformed lines reported; observer memory "
+            f"~{bud.get('observer_kib')} KiB (by part {bud.get('observer_kib_by_part')}; "
+            f"{bud.get('bodies_held_kib')} KiB of task bodies); steady state wrote nothing: "
+            f"{bud.get('wrote_nothing')}"
         )
     if herm:
         print(
@@ -1911,7 +2492,7 @@ def report(res: dict[str, Any], out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(res, default=str))
-    for key in ("tick", "distress"):
+    for key in ("tick", "distress", "budget"):
         if slim.get(key):
             slim[key].pop("profile", None)
     out.write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
