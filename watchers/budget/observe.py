@@ -9,12 +9,15 @@ the event log from there, and heartbeats are counted per attempt as they arrive.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import re
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from watchers.budget.budgets import BodyBudgets, parse_body, resolve
+from watchers.budget.budgets import BodyBudgets, Budgets, parse_body, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
 from watchers.budget.fingerprint import fingerprint
 from watchers.cards import CardIndex, SourceTask, scope_exclusions
@@ -55,29 +58,67 @@ _BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
 
 
 @dataclass(slots=True)
+class _Row:
+    """What a task's row says about its budgets (its body is parsed, not kept)."""
+
+    status: str
+    assignee: str | None
+    max_runtime_seconds: int | None
+    goal_max_turns: int | None
+    max_retries: int | None
+    block_recurrences: int
+    body: BodyBudgets
+
+    @classmethod
+    def of(cls, r: BudgetRow) -> _Row:
+        return cls(
+            r.status,
+            r.assignee,
+            r.max_runtime_seconds,
+            r.goal_max_turns,
+            r.max_retries,
+            r.block_recurrences,
+            parse_body(r.body),
+        )
+
+    @property
+    def worth_following(self) -> bool:
+        """Anything here a budget could act on without an attempt?"""
+        b = self.body
+        return bool(
+            b.time_seconds or b.iterations or b.attempts or b.problems or self.block_recurrences
+        )
+
+
+@dataclass(slots=True)
 class _Memo:
-    row: BudgetRow | None = None
-    body: BodyBudgets = field(default_factory=BodyBudgets)
+    row: _Row | None = None
+    budgets: Budgets | None = None  # resolved from the row and settings; None: resolve again
     attempt_runs: set[int] = field(default_factory=set)  # rate-limited requeues excluded
     last_attempt_at: int | None = None
     last_attempt_event: int | None = None
-    failures: dict[int, Failure] = field(default_factory=dict)  # by run id
+    failures: dict[int, Failure] | None = None  # by run id
     resets: int = 0
     last_reset_at: int | None = None
     last_reset_event: int | None = None
     last_block_at: int | None = None
-    warned: set[tuple[int, str]] = field(default_factory=set)
-    reported: set[str] = field(default_factory=set)
+    warned: set[tuple[int, str]] | None = None
+    reported: set[str] | None = None
 
     @property
     def attempts(self) -> int:
         return len(self.attempt_runs)
 
+    def fail(self, run_id: int, failure: Failure) -> None:
+        if self.failures is None:
+            self.failures = {}
+        self.failures[run_id] = failure
+
     def restart_episode(self) -> None:
         self.attempt_runs.clear()
         self.last_attempt_at = self.last_attempt_event = None
-        self.failures.clear()
-        self.resets, self.last_reset_at = 0, None
+        self.failures = None
+        self.resets, self.last_reset_at, self.last_reset_event = 0, None, None
 
 
 def scope_lines(body: str) -> tuple[str, ...]:
@@ -122,15 +163,29 @@ def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
     return tuple(files[:10])
 
 
+def _release_memory() -> None:
+    """The first load reads every open task once; give that memory back (glibc)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class BudgetObserver:
+    """Tasks are weighed again only when something may have changed for them: an event
+    touched them, one of their overruns is still unanswered, or their running attempt
+    is near a warning threshold. Everything else costs nothing per tick."""
+
     def __init__(self) -> None:
         self.cursor: int | None = None
         self.memos: dict[str, _Memo] = {}
         self.heartbeats: dict[int, int] = {}  # run id -> heartbeats so far
         self.heartbeat_events: dict[int, int] = {}  # run id -> its latest heartbeat event
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()  # rows to read again
+        self.touched: set[str] = set()  # to weigh again
+        self.pending: set[str] = set()  # an overrun or a problem not answered yet
         self.cards = CardIndex()
         self.reader: ProfileReader | None = None
+        self._settings: tuple[object, object] | None = None
 
     # -- memory ------------------------------------------------------------------
 
@@ -139,30 +194,28 @@ class BudgetObserver:
         if memo is None:
             memo = self.memos[task_id] = _Memo()
             self.dirty.add(task_id)
+        self.touched.add(task_id)
         return memo
-
-    def _set_row(self, row: BudgetRow) -> None:
-        memo = self._memo(row.task_id)
-        memo.row = row
-        memo.body = parse_body(row.body)
 
     def _load(self, store: BoardStore, running: list[RunningTask]) -> None:
         with store.consistent_reads():
             cursor = store.max_event_id()
-            for row in store.budget_rows():
-                self._set_row(row)
-            last_completed: dict[str, bool] = {}
             for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
-                memo = self._memo(task_id)
+                memo = self.memos.get(task_id) or self.memos.setdefault(task_id, _Memo())
                 if outcome == "completed":
                     memo.restart_episode()
-                    last_completed[task_id] = True
                     continue
                 if outcome != "rate_limited":  # a quota wall is not the task burning its budget
                     memo.attempt_runs.add(run_id)
                 memo.last_attempt_at = started
                 if outcome in FAILURE_OUTCOMES and error:
-                    memo.failures[run_id] = Failure(fingerprint(error), error, float(started))
+                    memo.fail(run_id, Failure(fingerprint(error), error, float(started)))
+            for r in store.budget_rows(budget_bodies_only=True):
+                row = _Row.of(r)
+                if r.task_id in self.memos:
+                    self.memos[r.task_id].row = row
+                elif row.worth_following:
+                    self.memos[r.task_id] = _Memo(row=row)
             for ev in store.events_of_open_tasks(
                 (
                     "unblocked",
@@ -173,11 +226,13 @@ class BudgetObserver:
                     BUDGET_MALFORMED,
                 )
             ):
+                followed = self.memos.get(ev.task_id)
+                if followed is None:
+                    continue  # nothing this watcher follows
                 if ev.kind in _FAILURE_KINDS:  # the runs gave the text; the event gives the order
-                    owner = self.memos.get(ev.task_id)
-                    if owner is not None and ev.run_id in owner.failures:
-                        known = owner.failures[ev.run_id]
-                        owner.failures[ev.run_id] = replace(known, event_id=ev.event_id)
+                    if followed.failures and ev.run_id in followed.failures:
+                        known = followed.failures[ev.run_id]
+                        followed.failures[ev.run_id] = replace(known, event_id=ev.event_id)
                     continue
                 self._apply(ev, counting_attempts=False)
             runs = [t.current_run_id for t in running if t.current_run_id is not None]
@@ -185,7 +240,9 @@ class BudgetObserver:
             self.heartbeats = {r: n for r, (n, _) in counted.items()}
             self.heartbeat_events = {r: last for r, (_, last) in counted.items()}
         self.cursor = cursor
-        self.dirty.clear()
+        self.dirty = {t for t, m in self.memos.items() if m.row is None}
+        self.touched = set(self.memos)
+        _release_memory()
 
     def _apply(self, ev: EventRow, *, counting_attempts: bool = True) -> None:
         if ev.kind == "heartbeat":
@@ -196,6 +253,8 @@ class BudgetObserver:
         if ev.kind in ("completed", "archived"):
             self.memos.pop(ev.task_id, None)
             self.dirty.discard(ev.task_id)
+            self.touched.discard(ev.task_id)
+            self.pending.discard(ev.task_id)
             return
         memo = self._memo(ev.task_id)
         if ev.kind == "claimed":
@@ -211,8 +270,8 @@ class BudgetObserver:
         elif ev.kind in _FAILURE_KINDS:
             text = ev.run_error or str(ev.payload.get("error") or "")
             if ev.run_id is not None and text:
-                memo.failures[ev.run_id] = Failure(
-                    fingerprint(text), text, float(ev.created_at), ev.event_id
+                memo.fail(
+                    ev.run_id, Failure(fingerprint(text), text, float(ev.created_at), ev.event_id)
                 )
         elif ev.kind == "unblocked":
             if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
@@ -225,12 +284,31 @@ class BudgetObserver:
             self.dirty.add(ev.task_id)
         elif ev.kind == BUDGET_WARNING:
             if ev.payload.get("by") == AUTHOR and ev.run_id is not None:
-                memo.warned.add((ev.run_id, str(ev.payload.get("budget"))))
+                memo.warned = (memo.warned or set()) | {(ev.run_id, str(ev.payload.get("budget")))}
         elif ev.kind == BUDGET_MALFORMED:
             if ev.payload.get("by") == AUTHOR:
-                memo.reported.add(str(ev.payload.get("line")))
+                memo.reported = (memo.reported or set()) | {str(ev.payload.get("line"))}
         else:  # created, edited, assigned: the budget fields may have changed
             self.dirty.add(ev.task_id)
+
+    def _budgets(self, memo: _Memo, s: Settings) -> Budgets:
+        if memo.budgets is None:
+            row = memo.row
+            profile = s.profiles.get(row.assignee or "") if row else None
+            memo.budgets = resolve(
+                max_runtime_seconds=row.max_runtime_seconds if row else None,
+                goal_max_turns=row.goal_max_turns if row else None,
+                max_retries=row.max_retries if row else None,
+                body=row.body if row else BodyBudgets(),
+                profile=row.assignee if row else None,
+                profile_time=profile.time_budget_seconds if profile else None,
+                profile_iterations=profile.iteration_budget if profile else None,
+                profile_attempts=profile.attempt_budget if profile else None,
+                global_time=s.budget.time_budget_seconds,
+                global_iterations=s.budget.iteration_budget,
+                global_attempts=s.budget.attempt_budget,
+            )
+        return memo.budgets
 
     # -- the snapshot ---------------------------------------------------------------
 
@@ -247,36 +325,77 @@ class BudgetObserver:
         if self.dirty:
             found = {r.task_id: r for r in store.budget_rows(sorted(self.dirty))}
             for task_id in self.dirty:
-                row = found.get(task_id)
-                if row is None or row.status in ("done", "archived"):
+                r = found.get(task_id)
+                memo = self.memos.get(task_id)
+                if r is None or r.status in ("done", "archived"):
                     self.memos.pop(task_id, None)
-                else:
-                    self._set_row(row)
+                elif memo is not None:
+                    memo.row, memo.budgets = _Row.of(r), None
+                    self.touched.add(task_id)
             self.dirty.clear()
+        if (
+            self._settings is None
+            or self._settings[0] is not s.budget
+            or self._settings[1] is not s.profiles
+        ):
+            self._settings = (s.budget, s.profiles)  # a reload: resolve every budget again
+            for memo in self.memos.values():
+                memo.budgets = None
+            self.touched |= set(self.memos)
         cards = self.cards.refresh(store)
-        by_running = {t.task_id: t for t in running}
         live_runs = {t.current_run_id for t in running}
-        self.heartbeats = {r: n for r, n in self.heartbeats.items() if r in live_runs}
-        self.heartbeat_events = {r: e for r, e in self.heartbeat_events.items() if r in live_runs}
+        if len(self.heartbeats) > len(live_runs):
+            self.heartbeats = {r: n for r, n in self.heartbeats.items() if r in live_runs}
+            self.heartbeat_events = {
+                r: e for r, e in self.heartbeat_events.items() if r in live_runs
+            }
 
+        weigh = (self.touched | self.pending) & self.memos.keys()
+        by_running: dict[str, RunningTask] = {}
+        for t in running:
+            memo = self.memos.get(t.task_id)
+            if memo is None:
+                continue
+            by_running[t.task_id] = t
+            if t.task_id not in weigh and self._near(t, memo, s, now):
+                weigh.add(t.task_id)
         tasks: list[BudgetTask] = []
         enrich: list[int] = []
-        for task_id, memo in self.memos.items():
+        self.pending = set()
+        for task_id in sorted(weigh):
+            memo = self.memos[task_id]
             run = by_running.get(task_id)
-            problems = tuple(p for p in memo.body.problems if p not in memo.reported)
-            recurrences = memo.row.block_recurrences if memo.row else 0
-            if run is None and not (memo.attempts or memo.resets or recurrences or problems):
-                continue
-            t = self._task(task_id, memo, run, problems, s)
-            overruns = over_budget(t, s, now)
-            if unanswered(overruns, cards, task_id) is not None:
+            problems = (
+                tuple(p for p in memo.row.body.problems if p not in (memo.reported or ()))
+                if memo.row
+                else ()
+            )
+            weighed = self._task(task_id, memo, run, problems, s)
+            if unanswered(over_budget(weighed, s, now), cards, task_id) is not None:
                 enrich.append(len(tasks))
-            elif not overruns and run is None and not problems:
+                self.pending.add(task_id)
+            elif problems:
+                self.pending.add(task_id)
+            elif run is None:
                 continue  # nothing to warn about, nothing to card
-            tasks.append(t)
+            tasks.append(weighed)
+        self.touched.clear()
         if enrich:
             tasks = self._enrich(store, s, tasks, enrich)
         return BudgetSnapshot(board=store.slug, tasks=tuple(tasks), cards=cards), skipped
+
+    def _near(self, t: RunningTask, memo: _Memo, s: Settings, now: float) -> bool:
+        """Is the running attempt at or past a warning threshold of its budgets?"""
+        b = self._budgets(memo, s)
+        share = s.budget.warn_fraction
+        started, run = t.attempt_started_at, t.current_run_id
+        if b.time and started is not None and now - started >= share * b.time.value:
+            return True
+        return bool(
+            b.iterations
+            and run is not None
+            and self.heartbeats.get(run, 0) >= share * b.iterations.value
+        )
 
     def _task(
         self,
@@ -288,20 +407,6 @@ class BudgetObserver:
     ) -> BudgetTask:
         row = memo.row
         assignee = run.assignee if run else (row.assignee if row else None)
-        profile = s.profiles.get(assignee or "")
-        budgets = resolve(
-            max_runtime_seconds=row.max_runtime_seconds if row else None,
-            goal_max_turns=row.goal_max_turns if row else None,
-            max_retries=row.max_retries if row else None,
-            body=memo.body,
-            profile=assignee,
-            profile_time=profile.time_budget_seconds if profile else None,
-            profile_iterations=profile.iteration_budget if profile else None,
-            profile_attempts=profile.attempt_budget if profile else None,
-            global_time=s.budget.time_budget_seconds,
-            global_iterations=s.budget.iteration_budget,
-            global_attempts=s.budget.attempt_budget,
-        )
         source = SourceTask(
             task_id=task_id,
             title="",
@@ -318,7 +423,7 @@ class BudgetObserver:
         return BudgetTask(
             source=source,
             provider=None,
-            budgets=budgets,
+            budgets=self._budgets(memo, s),
             problems=problems,
             running=run is not None,
             run_id=run.current_run_id if run else None,
@@ -328,12 +433,12 @@ class BudgetObserver:
             heartbeats=self.heartbeats.get(run.current_run_id or -1, 0) if run else 0,
             attempts=memo.attempts,
             last_attempt_at=float(memo.last_attempt_at) if memo.last_attempt_at else None,
-            failures=tuple(sorted(memo.failures.values(), key=lambda f: f.at)),
+            failures=tuple(sorted((memo.failures or {}).values(), key=lambda f: f.at)),
             resets=memo.resets,
             last_reset_at=float(memo.last_reset_at) if memo.last_reset_at else None,
-            block_recurrences=memo.row.block_recurrences if memo.row else 0,
+            block_recurrences=row.block_recurrences if row else 0,
             last_block_at=float(memo.last_block_at) if memo.last_block_at else None,
-            warned=frozenset(memo.warned),
+            warned=frozenset(memo.warned or ()),
             last_attempt_event=memo.last_attempt_event,
             last_reset_event=memo.last_reset_event,
             heartbeat_event=self.heartbeat_events.get(run.current_run_id or -1) if run else None,

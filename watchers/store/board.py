@@ -530,10 +530,14 @@ class BoardStore:
                     continue
         return out
 
-    def budget_rows(self, task_ids: Sequence[str] | None = None) -> list[BudgetRow]:
-        """Budget-relevant fields of the given tasks, or of every task not done/archived."""
+    def budget_rows(
+        self, task_ids: Sequence[str] | None = None, *, budget_bodies_only: bool = False
+    ) -> list[BudgetRow]:
+        """Budget-relevant fields of the given tasks, or of every task not done/archived.
+        With `budget_bodies_only`, a body is returned only when it mentions a budget."""
+        body = "CASE WHEN body LIKE '%budget%' THEN body END" if budget_bodies_only else "body"
         cols = (
-            f"id, status, assignee, body, {self._col('max_runtime_seconds')}, "
+            f"id, status, assignee, {body}, {self._col('max_runtime_seconds')}, "
             f"{self._col('goal_max_turns')}, {self._col('max_retries')}, "
             f"{self._col('block_recurrences')}"
         )
@@ -592,7 +596,9 @@ class BoardStore:
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
         rows = self._query(
-            "SELECT e.id, e.task_id, e.kind, e.created_at, e.payload, NULL, NULL, NULL, e.run_id "
+            "SELECT e.id, e.task_id, e.kind, e.created_at, "
+            "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
+            "THEN e.payload END, NULL, NULL, NULL, e.run_id "
             "FROM task_events e JOIN tasks t ON t.id = e.task_id "
             f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
             kinds,
