@@ -1731,11 +1731,21 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
     obs = bud._observers[store.path.resolve()]
     now = time.time()
     snap, _ = obs.snapshot(store, settings, now)  # reads only (every overrun is carded)
+    # The snapshot holds only what may need an action; weigh every followed task here.
+    running = {t.task_id: t for t in store.running_tasks()[0]}
+    weighed = []
+    for task_id, memo in obs.memos.items():
+        problems = tuple(
+            p
+            for p in (memo.row.body.problems if memo.row else ())
+            if p not in (memo.reported or ())
+        )
+        weighed.append(obs._task(task_id, memo, running.get(task_id), problems, settings))
     answered: Counter[str] = Counter()
     not_answered: list[str] = []
     time_frac = iter_frac = 0.0
     sources: Counter[str] = Counter()
-    for t in snap.tasks:
+    for t in weighed:
         over = budget_decide.over_budget(t, settings, now)
         if over:
             card = snap.cards.get((t.source.task_id, BUDGET_BLOCKER))
@@ -1754,12 +1764,14 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
                 iter_frac = max(iter_frac, t.heartbeats / b.iterations.value)
                 sources[f"iterations:{b.iterations.source.split(':')[0]}"] += 1
     memos = obs.memos
-    bodies = sum(len(m.row.body) for m in memos.values() if m.row is not None)
     return {
         "tasks_followed": len(memos),
         "tasks_in_snapshot": len(snap.tasks),
         "tasks_with_body_budgets": sum(
-            1 for m in memos.values() if m.body.time_seconds or m.body.iterations or m.body.attempts
+            1
+            for m in memos.values()
+            if m.row is not None
+            and (m.row.body.time_seconds or m.row.body.iterations or m.row.body.attempts)
         ),
         "running_budget_sources": dict(sorted(sources.items())),
         "running_max_time_fraction": round(time_frac, 3),
@@ -1768,8 +1780,8 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
         "overruns_answered_by": dict(sorted(answered.items())),
         "unanswered_overruns": not_answered[:10],
         "cards_indexed": len(obs.cards.cards),
-        "runs_warned": sum(len(m.warned) for m in memos.values()),
-        "malformed_reported": sum(len(m.reported) for m in memos.values()),
+        "runs_warned": sum(len(m.warned or ()) for m in memos.values()),
+        "malformed_reported": sum(len(m.reported or ()) for m in memos.values()),
         "observer_kib": round(deep_size(obs) / 1024),
         "observer_kib_by_part": {
             name: round(deep_size(part, seen) / 1024)
@@ -1781,7 +1793,6 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
                 ("cards", obs.cards),
             )
         },
-        "bodies_held_kib": round(bodies / 1024),
     }
 
 
@@ -2439,8 +2450,8 @@ def report(res: dict[str, Any], out: Path) -> None:
             f"({bud.get('running_budget_sources')}); overruns answered by "
             f"{bud.get('overruns_answered_by')}; {bud.get('runs_warned')} runs warned, "
             f"{bud.get('malformed_reported')} malformed lines reported; observer memory "
-            f"~{bud.get('observer_kib')} KiB (by part {bud.get('observer_kib_by_part')}; "
-            f"{bud.get('bodies_held_kib')} KiB of task bodies); steady state wrote nothing: "
+            f"~{bud.get('observer_kib')} KiB (by part {bud.get('observer_kib_by_part')}); "
+            "steady state wrote nothing: "
             f"{bud.get('wrote_nothing')}"
         )
     if herm:

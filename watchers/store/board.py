@@ -36,7 +36,8 @@ from watchers.store.schema import REQUIRED_TABLES, REQUIRED_TASK_COLUMNS
 AUTHOR = "watchers"
 """`created_by` / comment author / payload `by` for everything the daemon writes."""
 
-ERROR_TEXT_LIMIT = 500  # Hermes caps last_failure_error at 500 characters
+ERROR_TEXT_LIMIT = 500
+CACHE_KIB = 512  # Hermes caps last_failure_error at 500 characters
 
 STATUS_EVENT_KINDS = (
     "gave_up",
@@ -279,6 +280,9 @@ class BoardStore:
             raise BoardError(path, f"cannot be opened: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # Ticks read a few index pages; the OS page cache holds the file anyway, and a
+            # daemon keeps one connection per watcher and board.
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -571,57 +575,69 @@ class BoardStore:
                     continue
         return out
 
-    def runs_of_open_tasks(self) -> list[tuple[str, int, int, str | None, str | None]]:
-        """(task id, run id, started_at, outcome, error) of every task not done/archived."""
-        out = []
-        for row in self._query(
-            "SELECT r.task_id, r.id, r.started_at, r.outcome, r.error FROM task_runs r "
-            "JOIN tasks t ON t.id = r.task_id WHERE t.status NOT IN ('done', 'archived') ORDER BY r.id"
-        ):
-            try:
-                out.append(
-                    (
-                        _task_id(row),
-                        _req_int(row, 1, "task_runs.id"),
-                        _req_int(row, 2, "started_at"),
-                        _opt_text(row, 3, "outcome"),
-                        _opt_text(row, 4, "error"),
-                    )
-                )
-            except _Malformed:
-                continue
-        return out
+    def runs_of_open_tasks(self) -> Iterator[tuple[str, int, int, str | None, str | None]]:
+        """(task id, run id, started_at, outcome, error) of every task not done/archived,
+        oldest first, streamed (the error texts of a large board need not all be in memory
+        at once). Undecodable rows are skipped."""
+        self._conn.text_factory = _lenient_text
+        try:
+            cur = self._conn.execute(
+                "SELECT r.task_id, r.id, r.started_at, r.outcome, r.error FROM task_runs r "
+                "JOIN tasks t ON t.id = r.task_id WHERE t.status NOT IN ('done', 'archived') "
+                "ORDER BY r.id"
+            )
+            while rows := cur.fetchmany(500):
+                for row in rows:
+                    try:
+                        yield (
+                            _task_id(row),
+                            _req_int(row, 1, "task_runs.id"),
+                            _req_int(row, 2, "started_at"),
+                            _opt_text(row, 3, "outcome"),
+                            _opt_text(row, 4, "error"),
+                        )
+                    except _Malformed:
+                        continue
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        finally:
+            self._conn.text_factory = str
 
-    def events_of_open_tasks(self, kinds: Iterable[str]) -> list[EventRow]:
+    def events_of_open_tasks(self, kinds: Iterable[str]) -> Iterator[EventRow]:
+        """Events of the given kinds of every task not done/archived, oldest first,
+        streamed; payloads only where a budget needs them. Undecodable rows are skipped."""
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
-        rows = self._query(
-            "SELECT e.id, e.task_id, e.kind, e.created_at, "
-            "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
-            "THEN e.payload END, NULL, NULL, NULL, e.run_id "
-            "FROM task_events e JOIN tasks t ON t.id = e.task_id "
-            f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
-            kinds,
-        )
-        out = []
-        for row in rows:
-            try:
-                out.append(
-                    EventRow(
-                        event_id=_req_int(row, 0, "task_events.id"),
-                        task_id=_task_id(row[1:]),
-                        kind=_opt_text(row, 2, "kind") or "",
-                        created_at=_req_int(row, 3, "created_at"),
-                        payload=_payload(row[4]),
-                        run_profile=None,
-                        run_outcome=None,
-                        run_error=None,
-                        run_id=_opt_int(row, 8, "run_id"),
-                    )
-                )
-            except _Malformed:
-                continue
-        return out
+        self._conn.text_factory = _lenient_text
+        try:
+            cur = self._conn.execute(
+                "SELECT e.id, e.task_id, e.kind, e.created_at, "
+                "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
+                "THEN e.payload END, e.run_id "
+                "FROM task_events e JOIN tasks t ON t.id = e.task_id "
+                f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
+                kinds,
+            )
+            while rows := cur.fetchmany(500):
+                for row in rows:
+                    try:
+                        yield EventRow(
+                            event_id=_req_int(row, 0, "task_events.id"),
+                            task_id=_task_id(row[1:]),
+                            kind=_opt_text(row, 2, "kind") or "",
+                            created_at=_req_int(row, 3, "created_at"),
+                            payload=_payload(row[4]),
+                            run_profile=None,
+                            run_outcome=None,
+                            run_error=None,
+                            run_id=_opt_int(row, 5, "run_id"),
+                        )
+                    except _Malformed:
+                        continue
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        finally:
+            self._conn.text_factory = str
 
     def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(heartbeats, latest heartbeat event id) per run."""
