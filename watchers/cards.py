@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from watchers.model import Action, ActionKind
 
 if TYPE_CHECKING:
-    from watchers.store.board import BoardStore
+    from watchers.store.board import BoardStore, TaskDetail
 
 BLOCKER_TYPES = (
     "scope_boundary",
@@ -81,6 +81,23 @@ class SourceTask:
     completed: str | None
     state: str  # committed | uncommitted | stashed(<name>) | unknown
     consecutive_failures: int
+
+    @classmethod
+    def of(cls, d: TaskDetail, summaries: list[str], state: str) -> SourceTask:
+        """From a task's row, its latest run summaries and its workspace state."""
+        return cls(
+            task_id=d.task_id,
+            title=d.title,
+            status=d.status,
+            assignee=d.assignee,
+            provider_override=d.provider_override,
+            branch=d.branch,
+            workspace=d.workspace,
+            cannot_touch=scope_exclusions(d.body),
+            completed=" | ".join(summaries) or None,
+            state=state,
+            consecutive_failures=d.consecutive_failures,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,25 +66,24 @@ def watchers() -> Iterator[WatchersCli]:
         cli.close()
 
 
-DistressCli = Callable[..., WatchersCli]
-"""`distress(toml="", **settings)`: the CLI running only the distress watcher."""
-
-
-@pytest.fixture
-def distress(tmp_path: Path) -> Iterator[DistressCli]:
-    """`make(toml, **settings)`: `watchers --watcher distress`, `--config` TOML, env settings."""
+def _one_watcher_cli(
+    tmp_path: Path, watcher: str, section: str
+) -> Iterator[Callable[..., WatchersCli]]:
+    """`make(toml, **settings)`: `watchers --watcher <watcher>`, a `--config` TOML, and
+    settings of `[<section>]` as WATCHERS_<SECTION>__<NAME> variables."""
     made: list[WatchersCli] = []
 
     def make(toml: str = "", **settings: float | int | str) -> WatchersCli:
         config = None
         if toml:
-            config = tmp_path / f"watchers-{len(made)}.toml"
+            config = tmp_path / f"{watcher}-{len(made)}.toml"
             config.write_text(toml, encoding="utf-8")
+        prefix = f"WATCHERS_{section.upper()}__"
         cli = WatchersCli(
             Path(__file__).resolve().parents[2],
-            watcher="distress",
+            watcher=watcher,
             config=config,
-            extra_env={f"WATCHERS_DISTRESS__{k.upper()}": str(v) for k, v in settings.items()},
+            extra_env={f"{prefix}{k.upper()}": str(v) for k, v in settings.items()},
         )
         made.append(cli)
         return cli
@@ -94,6 +93,16 @@ def distress(tmp_path: Path) -> Iterator[DistressCli]:
     finally:
         for cli in made:
             cli.close()
+
+
+DistressCli = Callable[..., WatchersCli]
+"""`distress(toml="", **settings)`: the CLI running only the distress watcher."""
+
+
+@pytest.fixture
+def distress(tmp_path: Path) -> Iterator[DistressCli]:
+    """The CLI running only the distress watcher."""
+    yield from _one_watcher_cli(tmp_path, "distress", "distress")
 
 
 BudgetCli = Callable[..., WatchersCli]
@@ -102,25 +111,5 @@ BudgetCli = Callable[..., WatchersCli]
 
 @pytest.fixture
 def budget(tmp_path: Path) -> Iterator[BudgetCli]:
-    """`make(toml, **settings)`: `watchers --watcher budget`, `--config` TOML, env settings."""
-    made: list[WatchersCli] = []
-
-    def make(toml: str = "", **settings: float | int | str) -> WatchersCli:
-        config = None
-        if toml:
-            config = tmp_path / f"budget-{len(made)}.toml"
-            config.write_text(toml, encoding="utf-8")
-        cli = WatchersCli(
-            Path(__file__).resolve().parents[2],
-            watcher="budget",
-            config=config,
-            extra_env={f"WATCHERS_BUDGET__{k.upper()}": str(v) for k, v in settings.items()},
-        )
-        made.append(cli)
-        return cli
-
-    try:
-        yield make
-    finally:
-        for cli in made:
-            cli.close()
+    """The CLI running only the iteration-budget watcher."""
+    yield from _one_watcher_cli(tmp_path, "budget", "budget")

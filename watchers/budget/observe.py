@@ -460,19 +460,8 @@ class BudgetObserver:
             if d is None:
                 continue
             summaries, _ = store.run_summaries(d.task_id)
-            source = SourceTask(
-                task_id=d.task_id,
-                title=d.title,
-                status=d.status,
-                assignee=d.assignee,
-                provider_override=d.provider_override,
-                branch=d.branch,
-                workspace=d.workspace,
-                cannot_touch=scope_exclusions(d.body),
-                completed=" | ".join(summaries) or None,
-                state=workspace_state(d.workspace, s.budget.git_timeout_seconds),
-                consecutive_failures=d.consecutive_failures,
-            )
+            state = workspace_state(d.workspace, s.budget.git_timeout_seconds)
+            source = SourceTask.of(d, summaries, state)
             out[i] = replace(
                 t,
                 source=source,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchers.autoheal.decide import attempt_age, is_host_local
-from watchers.cards import CardIndex, SourceTask, card_needed, scope_exclusions
+from watchers.cards import CardIndex, SourceTask, card_needed
 from watchers.distress.cooldown import ProviderSignal
 from watchers.distress.decide import (
     DistressSnapshot,
@@ -154,19 +154,7 @@ class DistressObserver:
             if len(self._states) > 10_000:
                 self._states.clear()
             self._states[state_key] = state
-        return SourceTask(
-            task_id=d.task_id,
-            title=d.title,
-            status=d.status,
-            assignee=d.assignee,
-            provider_override=d.provider_override,
-            branch=d.branch,
-            workspace=d.workspace,
-            cannot_touch=scope_exclusions(d.body),
-            completed=" | ".join(summaries) or None,
-            state=state,
-            consecutive_failures=d.consecutive_failures,
-        )
+        return SourceTask.of(d, summaries, state)
 
     def snapshot(
         self, store: BoardStore, probe: Probe, s: Settings, host: str, now: float

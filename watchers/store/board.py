@@ -613,27 +613,16 @@ class BoardStore:
             cur = self._conn.execute(
                 "SELECT e.id, e.task_id, e.kind, e.created_at, "
                 "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
-                "THEN e.payload END, e.run_id "
+                "THEN e.payload END, NULL, NULL, NULL, e.run_id "
                 "FROM task_events e JOIN tasks t ON t.id = e.task_id "
                 f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
                 kinds,
             )
             while rows := cur.fetchmany(500):
                 for row in rows:
-                    try:
-                        yield EventRow(
-                            event_id=_req_int(row, 0, "task_events.id"),
-                            task_id=_task_id(row[1:]),
-                            kind=_opt_text(row, 2, "kind") or "",
-                            created_at=_req_int(row, 3, "created_at"),
-                            payload=_payload(row[4]),
-                            run_profile=None,
-                            run_outcome=None,
-                            run_error=None,
-                            run_id=_opt_int(row, 5, "run_id"),
-                        )
-                    except _Malformed:
-                        continue
+                    event = _event_row(row)
+                    if event is not None:
+                        yield event
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         finally:
@@ -680,22 +669,9 @@ class BoardStore:
         )
         out = []
         for row in rows:
-            try:
-                out.append(
-                    EventRow(
-                        event_id=_req_int(row, 0, "task_events.id"),
-                        task_id=_task_id(row[1:]),
-                        kind=_opt_text(row, 2, "kind") or "",
-                        created_at=_req_int(row, 3, "created_at"),
-                        payload=_payload(row[4]),
-                        run_profile=_opt_text(row, 5, "profile"),
-                        run_outcome=_opt_text(row, 6, "outcome"),
-                        run_error=_opt_text(row, 7, "error"),
-                        run_id=_opt_int(row, 8, "task_runs.id"),
-                    )
-                )
-            except _Malformed:
-                continue
+            event = _event_row(row)
+            if event is not None:
+                out.append(event)
         return out
 
     def task_details(self, task_ids: Sequence[str]) -> dict[str, TaskDetail]:
@@ -1190,6 +1166,25 @@ def insert_event(
         "INSERT INTO task_events (task_id, run_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (task_id, run_id, kind, json.dumps(payload, ensure_ascii=False) if payload else None, now),
     )
+
+
+def _event_row(row: Sequence[Any]) -> EventRow | None:
+    """An EventRow from (id, task_id, kind, created_at, payload, profile, outcome, error,
+    run_id); None when the row cannot be read (it cannot be acted on either)."""
+    try:
+        return EventRow(
+            event_id=_req_int(row, 0, "task_events.id"),
+            task_id=_task_id(row[1:]),
+            kind=_opt_text(row, 2, "kind") or "",
+            created_at=_req_int(row, 3, "created_at"),
+            payload=_payload(row[4]),
+            run_profile=_opt_text(row, 5, "profile"),
+            run_outcome=_opt_text(row, 6, "outcome"),
+            run_error=_opt_text(row, 7, "error"),
+            run_id=_opt_int(row, 8, "run_id"),
+        )
+    except _Malformed:
+        return None
 
 
 def _payload(raw: Any) -> dict[str, Any]:
