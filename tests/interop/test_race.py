@@ -7,11 +7,12 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hermes_cli import kanban_db as kb
 
-from tests.interop.interop_harness import PROCESS_TIMEOUT, HermesBoard, WatchersCli
+from tests.interop.interop_harness import PROCESS_TIMEOUT, HermesBoard, WatchersCli, hold_open
 
 TASKS = 12
 """Dead workers, and as many live ones: the most the guard lets through (not more than half)."""
@@ -43,13 +44,37 @@ def wait_for_first_reap(conn: sqlite3.Connection, procs: list[subprocess.Popen[b
     pytest.fail("no watchers reap within the deadline")
 
 
+HERMES_FLAKE = "torn-extend detected"
+"""Hermes 0.19's own post-commit length check reads the file size and the header page
+count separately; a checkpoint in between (Hermes's own connections checkpoint every 100
+pages) makes it raise after its commit. Such a round says nothing about the watchers."""
+
+ATTEMPTS = 3
+
+
 @pytest.mark.interop
-@pytest.mark.usefixtures("held_open")
 @pytest.mark.parametrize("hermes_starts", ROUNDS)
 def test_each_dead_worker_is_reaped_exactly_once(
-    hermes_board: HermesBoard, watchers: WatchersCli, hermes_starts: str
+    hermes_home: Path, watchers: WatchersCli, hermes_starts: str
 ) -> None:
-    """One crashed run, one crashed event and one failure per dead task, counted by one pass."""
+    """One crashed run, one crashed event and one failure per dead task, counted by one pass
+    (a round spoiled by Hermes's own spurious length check is run again on a fresh board)."""
+    for attempt in range(ATTEMPTS):
+        path = hermes_home / f"race-{attempt}.db"
+        kb.connect(path).close()
+        board = HermesBoard(path)
+        keeper = hold_open(path)
+        try:
+            if one_round(board, watchers, hermes_starts):
+                return
+        finally:
+            board.close()
+            keeper.communicate(timeout=PROCESS_TIMEOUT)
+    pytest.fail(f"Hermes's own '{HERMES_FLAKE}' check failed in all {ATTEMPTS} attempts")
+
+
+def one_round(hermes_board: HermesBoard, watchers: WatchersCli, hermes_starts: str) -> bool:
+    """False when Hermes's own pass failed on its spurious check; else asserts and True."""
     ids = [hermes_board.create(f"task {n}") for n in range(2 * TASKS)]
     assert sorted(hermes_board.dispatch()) == sorted(ids), hermes_board.last_dispatch
     dead, alive = ids[:TASKS], ids[TASKS:]
@@ -66,7 +91,14 @@ def test_each_dead_worker_is_reaped_exactly_once(
                 watchers.release(proc)
         if hermes_starts == "mid-pass":
             wait_for_first_reap(conn, procs)
-        by_hermes = kb.detect_crashed_workers(conn)
+        try:
+            by_hermes = kb.detect_crashed_workers(conn)
+        except sqlite3.DatabaseError as exc:
+            if HERMES_FLAKE not in str(exc):
+                raise
+            for proc in procs:
+                proc.communicate(timeout=PROCESS_TIMEOUT)
+            return False
     outputs = [watchers.finish(proc) for proc in procs]
 
     records = [r for out in outputs for r in out]
@@ -85,3 +117,4 @@ def test_each_dead_worker_is_reaped_exactly_once(
         assert crashed.run_id == run.id
     for task_id in alive:
         assert hermes_board.state(task_id) == alive_before[task_id]
+    return True

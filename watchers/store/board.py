@@ -283,6 +283,12 @@ class BoardStore:
             # Ticks read a few index pages; the OS page cache holds the file anyway, and a
             # daemon keeps one connection per watcher and board.
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            if not readonly:
+                # Leave checkpoints to Hermes (it runs one every 100 pages). A checkpoint
+                # of ours can grow the file between the two reads of Hermes 0.19's
+                # post-commit length check, which then fails Hermes's committed write
+                # with "torn-extend detected".
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
