@@ -30,7 +30,9 @@ from watchers.budget.watcher import Budget
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, ConfigError, StoreBusy
+from watchers.http import Health, HttpServer, basic_auth, make_app
 from watchers.logs import configure_logging
+from watchers.metrics import Metrics
 from watchers.model import TickReport
 from watchers.probe import Probe, ProcessProbe
 from watchers.runner import Watcher, run_tick
@@ -40,6 +42,7 @@ from watchers.store.board import BoardStore, board_slug
 log = structlog.get_logger("watchers.daemon")
 
 FIRST_TICK_STAGGER_SECONDS = 2.0
+STALE_AFTER_INTERVALS = 3.0  # /healthz: a job with no success for this many intervals is stale
 
 
 @dataclass(slots=True)
@@ -48,7 +51,8 @@ class _Job:
     path: Path
     store: BoardStore | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    ticks: int = 0
+    ticks: int = 0  # started
+    done: int = 0  # finished (the first round is over when every job finished one)
 
 
 def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) -> list[Watcher]:
@@ -100,6 +104,11 @@ class Daemon:
         self.first_round = threading.Event()
         self.abandoned_ticks = False  # a hung tick outlived shutdown: the process must exit hard
         self._state_lock = threading.Lock()
+        self._paths: tuple[Path, ...] = ()
+        self._scheduled: dict[tuple[str, str], float] = {}  # (watcher, slug) -> first tick due
+        self.metrics = Metrics(self)  # a registry of its own: daemons (and tests) stay apart
+        self.add_listener(self.metrics.observe)
+        self.http: HttpServer | None = None
 
     # -- seams -------------------------------------------------------------------
 
@@ -108,7 +117,53 @@ class Daemon:
 
     @property
     def boards(self) -> list[Path]:
-        return sorted({job.path for job in self._jobs.values()})
+        return sorted(set(self._paths))
+
+    def successes(self) -> dict[tuple[str, str], float]:
+        """A copy of `last_success`: epoch start of each job's last successful tick."""
+        with self._state_lock:
+            return dict(self.last_success)
+
+    def scheduled(self) -> dict[tuple[str, str], float]:
+        """Every scheduled (watcher, board slug), with when its first tick was due."""
+        with self._state_lock:
+            return dict(self._scheduled)
+
+    def scheduler_alive(self) -> bool:
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return False
+        thread = getattr(scheduler, "_thread", None)
+        return thread is None or bool(thread.is_alive())
+
+    def health(self) -> Health:
+        """Healthy while the scheduler runs and every job succeeded within
+        STALE_AFTER_INTERVALS of its interval (counted from its first due tick before
+        its first success)."""
+        if not self.scheduler_alive():
+            return Health(False, {"status": "unhealthy", "reason": "the scheduler is not running"})
+        now = self.clock.now()
+        settings = self.settings
+        successes = self.successes()
+        stale = []
+        for (watcher, board), due in sorted(self.scheduled().items()):
+            interval, _ = interval_of(settings, watcher)
+            limit = STALE_AFTER_INTERVALS * interval
+            last = successes.get((watcher, board))
+            age = now - (last if last is not None else due)
+            if age > limit:
+                stale.append(
+                    {
+                        "watcher": watcher,
+                        "board": board,
+                        "last_success": last,
+                        "seconds_since": round(age, 1),
+                        "limit_seconds": limit,
+                    }
+                )
+        if stale:
+            return Health(False, {"status": "stale", "stale": stale})
+        return Health(True, {"status": "ok"})
 
     def request_stop(self) -> None:
         self._stop = True
@@ -162,11 +217,12 @@ class Daemon:
                 watcher=job.watcher.name, board=str(job.path), tick=job.ticks
             ):
                 report = self._run_job(job, settings)
+            job.done += 1
         with self._state_lock:
             self.last_report[(report.watcher, report.board)] = report
             if report.ok:
                 self.last_success[(report.watcher, report.board)] = report.started_at
-            if not self.first_round.is_set() and all(j.ticks > 0 for j in self._jobs.values()):
+            if not self.first_round.is_set() and all(j.done > 0 for j in self._jobs.values()):
                 self.first_round.set()
         for listener in self._listeners:
             try:
@@ -211,6 +267,7 @@ class Daemon:
         self.probe.close()
         watchers = enabled_watchers(settings, self.probe)
         now = datetime.now(UTC)
+        scheduled: dict[tuple[str, str], float] = {}
         for index, watcher in enumerate(watchers):
             interval, jitter = interval_of(settings, watcher.name)
             # First ticks read the most (history, every open task): stagger them a little
@@ -219,6 +276,9 @@ class Daemon:
             for path in paths:
                 key = f"{watcher.name}:{path}"
                 self._jobs[key] = _Job(watcher, path)
+                scheduled[(watcher.name, board_slug(path))] = self.clock.now() + (
+                    FIRST_TICK_STAGGER_SECONDS * index
+                )
                 scheduler.add_job(
                     self._tick,
                     "interval",
@@ -229,6 +289,12 @@ class Daemon:
                     jitter=jitter or None,
                     next_run_time=first,
                 )
+        with self._state_lock:
+            self._paths = tuple(paths)
+            self._scheduled = scheduled
+            if not self._jobs:
+                self.first_round.set()  # nothing to run: nothing to wait for
+        self.metrics.prepare(board_slug(p) for p in paths)
         log.info(
             "scheduled",
             watchers=[w.name for w in watchers],
@@ -258,8 +324,9 @@ class Daemon:
         self._scheduler = scheduler
         self._schedule(scheduler, settings, paths)
         scheduler.start()
-        log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
         try:
+            self._start_http(settings)
+            log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
             while not self._stop:
                 self._wake.wait()
                 self._wake.clear()
@@ -271,6 +338,23 @@ class Daemon:
             self._restore_signals(previous)
         return code
 
+    def _start_http(self, settings: Settings) -> None:
+        if not settings.http.enabled:
+            return
+        app = make_app(
+            self.metrics.registry,
+            self.health,
+            self.first_round.is_set,
+            basic_auth(settings.http),
+        )
+        server = HttpServer(settings.http, app)
+        try:
+            server.start()
+        except OSError as exc:
+            log.error("http server cannot start", listen=settings.http.listen, error=str(exc))
+            raise
+        self.http = server
+
     def _do_reload(self, scheduler: BackgroundScheduler) -> None:
         try:
             settings = self._load()
@@ -278,6 +362,8 @@ class Daemon:
         except (ConfigError, BoardError) as exc:
             log.error("reload refused; keeping the running configuration", error=str(exc))
             return
+        if settings.http != self.settings.http:
+            log.warning("http settings changed: they take effect on the next restart")
         self.settings = settings
         configure_logging(settings.log.level, settings.log.format)
         self._schedule(scheduler, settings, paths)
@@ -286,10 +372,14 @@ class Daemon:
     def _shutdown(self, scheduler: BackgroundScheduler) -> int:
         log.info("stopping: letting running ticks finish")
         timeout = self.settings.daemon.shutdown_timeout_seconds
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         done = threading.Event()
 
         def stop() -> None:
-            scheduler.shutdown(wait=True)
+            if scheduler.running:  # it may have died on its own: health said so
+                scheduler.shutdown(wait=True)
             done.set()
 
         threading.Thread(target=stop, name="shutdown", daemon=True).start()
@@ -301,6 +391,7 @@ class Daemon:
             if job.store is not None:
                 job.store.close()
         self.probe.close()
+        self.metrics.close()
         log.info("stopped")
         return 0
 

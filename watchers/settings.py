@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
@@ -168,10 +176,46 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`host:port` (IPv6 hosts in brackets: `[::1]:9464`) as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9464")
+    return host, int(port)
+
+
 class HttpSettings(_Section):
+    enabled: bool = True
     listen: str = "127.0.0.1:9464"
-    basic_auth_user: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    basic_auth_user: str | None = Field(None, min_length=1)
     basic_auth_password: SecretStr | None = None  # only from the credentials directory
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> HttpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.basic_auth_user is not None and self.basic_auth_password is None:
+            raise ValueError(
+                f"basic_auth_user is set but the credential '{METRICS_PASSWORD_CREDENTIAL}' "
+                f"is missing from the credentials directory (${CREDENTIALS_ENV})"
+            )
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
 
 
 _load_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_load_context")

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.distress.watcher import Distress
-from watchers.model import KNOWN_STATUSES, Observation, TaskStatus, Verdict
+from watchers.model import KNOWN_STATUSES, Observation, RunningTask, TaskStatus, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings
 from watchers.store.board import BoardStore
 
+NO_CLAIM = "unclaimed"
+NO_PID = "no-pid"
+WORKER_VERDICTS = (*(v.value for v in Verdict), NO_CLAIM, NO_PID)
+"""Every verdict `worker_verdicts` gives: the probe's, and two for rows it cannot judge."""
 
-def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float) -> dict[str, Any]:
-    counts, skipped_counts = store.status_counts()
-    running, skipped = store.running_tasks()
+
+def worker_verdicts(
+    running: Sequence[RunningTask], probe: Probe, settings: Settings, scope: str = "default"
+) -> dict[str, tuple[str, str]]:
+    """(verdict, detail) per running task id; host-local workers are probed."""
     host = settings.hostname or probe.hostname
     aliases = settings.auto_heal.host_aliases
     refs = [
@@ -24,18 +31,29 @@ def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float
         for t in running
         if t.worker_pid is not None and is_host_local(t.claim_lock, host, aliases)
     ]
-    seen = probe.observe(refs, settings.auto_heal.spawn_slack_seconds)
-    rows = []
-    for t in sorted(running, key=lambda t: t.task_id):
+    seen = probe.observe(refs, settings.auto_heal.spawn_slack_seconds, scope)
+    out: dict[str, tuple[str, str]] = {}
+    for t in running:
         obs: Observation | None = seen.get(t.task_id)
         if t.claim_lock is None:
-            verdict, detail = "unclaimed", "running with no claim"
+            out[t.task_id] = NO_CLAIM, "running with no claim"
         elif not is_host_local(t.claim_lock, host, aliases):
-            verdict, detail = Verdict.REMOTE.value, f"claimed on {t.claim_host}"
+            out[t.task_id] = Verdict.REMOTE.value, f"claimed on {t.claim_host}"
         elif obs is None:
-            verdict, detail = "no-pid", "no worker pid recorded"
+            out[t.task_id] = NO_PID, "no worker pid recorded"
         else:
-            verdict, detail = obs.verdict.value, obs.detail
+            out[t.task_id] = obs.verdict.value, obs.detail
+    return out
+
+
+def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float) -> dict[str, Any]:
+    counts, skipped_counts = store.status_counts()
+    running, skipped = store.running_tasks()
+    host = settings.hostname or probe.hostname
+    verdicts = worker_verdicts(running, probe, settings)
+    rows = []
+    for t in sorted(running, key=lambda t: t.task_id):
+        verdict, detail = verdicts[t.task_id]
         age = attempt_age(t, now)
         rows.append(
             {

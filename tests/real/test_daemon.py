@@ -58,6 +58,7 @@ def run_daemon(tmp_path) -> Iterator[Callable[..., Running]]:
                 "WATCHERS_AUTO_HEAL__INTERVAL_SECONDS": "0.3",
                 "WATCHERS_AUTO_HEAL__JITTER_SECONDS": "0",
                 "WATCHERS_AUTO_HEAL__START_GRACE_SECONDS": "0",
+                "WATCHERS_HTTP__LISTEN": "127.0.0.1:0",  # any free port: daemons never collide
                 **env,
             }
         )

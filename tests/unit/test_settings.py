@@ -159,3 +159,26 @@ def test_the_shipped_config_file_documents_every_option_with_its_default():
                 f"{section}.{key} is not documented in {shipped.name}"
             )
     assert load_settings(shipped) == load_settings()
+
+
+def test_http_listen_tls_and_auth_are_validated(tmp_path, monkeypatch):
+    """A bad address, half a TLS pair or a user without the credential are config errors."""
+    assert load_settings().http.address == ("127.0.0.1", 9464)
+    assert load_settings().http.enabled is True
+    monkeypatch.setenv("WATCHERS_HTTP__LISTEN", "[::1]:9100")
+    assert load_settings().http.address == ("::1", 9100)
+    for bad in ("9464", "localhost:http", "::1:9464", "host:70000"):
+        monkeypatch.setenv("WATCHERS_HTTP__LISTEN", bad)
+        with pytest.raises(ConfigError, match=r"http\.listen"):
+            load_settings()
+    monkeypatch.delenv("WATCHERS_HTTP__LISTEN")
+    monkeypatch.setenv("WATCHERS_HTTP__TLS_CERT_FILE", str(tmp_path / "cert.pem"))
+    with pytest.raises(ConfigError, match="tls_key_file"):
+        load_settings()
+    monkeypatch.delenv("WATCHERS_HTTP__TLS_CERT_FILE")
+    monkeypatch.setenv("WATCHERS_HTTP__BASIC_AUTH_USER", "prom")
+    with pytest.raises(ConfigError, match="metrics-password"):
+        load_settings()
+    (tmp_path / "metrics-password").write_text("pw\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_settings().http.basic_auth_user == "prom"

@@ -61,6 +61,7 @@ def demo_settings() -> Settings:
                 }
             ),
             "log": base.log.model_copy(update={"level": "warning"}),
+            "http": base.http.model_copy(update={"enabled": False}),  # no port for a demo
         }
     )
 

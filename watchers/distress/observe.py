@@ -16,14 +16,14 @@ from pathlib import Path
 
 from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.cards import CardIndex, SourceTask, card_needed
-from watchers.distress.cooldown import ProviderSignal
+from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
 from watchers.distress.decide import (
     DistressSnapshot,
     EscalationCase,
     SignalCase,
     StuckCase,
 )
-from watchers.distress.providers import ProfileReader, hermes_root
+from watchers.distress.providers import ProfileReader, ProviderMap, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
 from watchers.model import SkippedRow, Verdict
 from watchers.probe import Probe, WorkerRef
@@ -156,12 +156,36 @@ class DistressObserver:
             self._states[state_key] = state
         return SourceTask.of(d, summaries, state)
 
+    def _providers(self, s: Settings) -> ProviderMap:
+        if self.reader is None:
+            self.reader = ProfileReader(hermes_root(s.distress.hermes_home))
+        return self.reader.read(s.profiles)
+
+    @staticmethod
+    def _signals(m: _Memory, providers: ProviderMap) -> tuple[ProviderSignal, ...]:
+        return tuple(
+            ProviderSignal(provider, task_id, at, retry)
+            for profile, task_id, at, retry in m.rate_signals
+            if (provider := providers.provider_of(profile)) is not None
+        )
+
+    def provider_table(
+        self, store: BoardStore, s: Settings, now: float
+    ) -> dict[str, Cooldown | None]:
+        """Every known provider and its latest cooldown (None: never cooled). Reads only the
+        new events: no cards, no workers, no git (cheap enough for a metrics scrape)."""
+        providers = self._providers(s)
+        self._follow(store, s, now)
+        table: dict[str, Cooldown | None] = {
+            p.provider: None for p in providers.profiles.values() if p.provider
+        }
+        table.update(cooldowns(self._signals(self.memory, providers), s.distress))
+        return table
+
     def snapshot(
         self, store: BoardStore, probe: Probe, s: Settings, host: str, now: float
     ) -> tuple[DistressSnapshot, list[SkippedRow]]:
-        if self.reader is None:
-            self.reader = ProfileReader(hermes_root(s.distress.hermes_home))
-        providers = self.reader.read(s.profiles)
+        providers = self._providers(s)
         self._follow(store, s, now)
         cards = self.cards.refresh(store)
         m = self.memory
@@ -262,11 +286,7 @@ class DistressObserver:
                 )
             )
 
-        signals = tuple(
-            ProviderSignal(provider, task_id, at, retry)
-            for profile, task_id, at, retry in m.rate_signals
-            if (provider := providers.provider_of(profile)) is not None
-        )
+        signals = self._signals(m, providers)
         snapshot = DistressSnapshot(
             board=store.slug,
             providers=providers,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from watchers.distress import WATCHER
-from watchers.distress.cooldown import Cooldown, cooldowns
+from watchers.distress.cooldown import Cooldown
 from watchers.distress.decide import decide
 from watchers.distress.observe import DistressObserver
 from watchers.model import Action, SkippedRow
@@ -35,11 +35,5 @@ class Distress:
         self, store: BoardStore, settings: Settings, now: float
     ) -> dict[str, Cooldown | None]:
         """Every known provider and its latest cooldown (None: never cooled), from the
-        profiles and the board's history (for `watchers status`)."""
-        host = settings.hostname or self.probe.hostname
-        snapshot, _ = self.observer(store).snapshot(store, self.probe, settings, host, now)
-        table: dict[str, Cooldown | None] = {
-            p.provider: None for p in snapshot.providers.profiles.values() if p.provider
-        }
-        table.update(cooldowns(snapshot.signals, settings.distress))
-        return table
+        profiles and the board's history (for `watchers status` and the metrics)."""
+        return self.observer(store).provider_table(store, settings, now)
