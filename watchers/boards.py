@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from watchers.store.board import board_slug
+
 
 def hermes_kanban_root(env: Mapping[str, str]) -> Path:
     home = env.get("HERMES_KANBAN_HOME")
@@ -43,4 +45,20 @@ def _unique(paths: Sequence[Path]) -> list[Path]:
         if key not in seen:
             seen.add(key)
             out.append(Path(p).expanduser())
+    return out
+
+
+def unique_slugs(paths: Sequence[Path]) -> dict[Path, str]:
+    """Each board's name for logs, health and metric labels: its Hermes slug, with `-2`,
+    `-3`, ... added (in path order) where two boards would otherwise share one."""
+    out: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in sorted(paths, key=str):
+        base = slug = board_slug(path)
+        n = 1
+        while slug in taken:
+            n += 1
+            slug = f"{base}-{n}"
+        taken.add(slug)
+        out[path] = slug
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import os
 import signal
 import threading
@@ -25,7 +26,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watchers.autoheal.watcher import AutoHeal
-from watchers.boards import discover_boards
+from watchers.boards import discover_boards, unique_slugs
 from watchers.budget.watcher import Budget
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
@@ -34,6 +35,7 @@ from watchers.http import Health, HttpServer, basic_auth, make_app
 from watchers.logs import configure_logging
 from watchers.metrics import Metrics
 from watchers.model import TickReport
+from watchers.notify import SystemdNotify
 from watchers.probe import Probe, ProcessProbe
 from watchers.runner import Watcher, run_tick
 from watchers.settings import Settings
@@ -105,15 +107,23 @@ class Daemon:
         self.abandoned_ticks = False  # a hung tick outlived shutdown: the process must exit hard
         self._state_lock = threading.Lock()
         self._paths: tuple[Path, ...] = ()
+        self._slugs: dict[Path, str] = {}
         self._scheduled: dict[tuple[str, str], float] = {}  # (watcher, slug) -> first tick due
         self.metrics = Metrics(self)  # a registry of its own: daemons (and tests) stay apart
         self.add_listener(self.metrics.observe)
         self.http: HttpServer | None = None
+        self.notify = SystemdNotify(self.health, self.first_round, self._status_line)
 
     # -- seams -------------------------------------------------------------------
 
     def add_listener(self, listener: Callable[[TickReport], None]) -> None:
         self._listeners.append(listener)
+
+    def slug_of(self, path: Path) -> str:
+        """The board's unique name in this daemon (see boards.unique_slugs)."""
+        with self._state_lock:
+            slug = self._slugs.get(path)
+        return slug if slug is not None else board_slug(path)
 
     @property
     def boards(self) -> list[Path]:
@@ -164,6 +174,12 @@ class Daemon:
         if stale:
             return Health(False, {"status": "stale", "stale": stale})
         return Health(True, {"status": "ok"})
+
+    def _status_line(self) -> str:
+        """systemd's STATUS= once running: what is being watched."""
+        with self._state_lock:
+            jobs, boards = len(self._scheduled), len(set(self._paths))
+        return f"watching {boards} board(s) with {jobs} job(s)"
 
     def request_stop(self) -> None:
         self._stop = True
@@ -234,14 +250,16 @@ class Daemon:
         if job.store is None:
             try:
                 job.store = BoardStore.open(
-                    job.path, busy_timeout=settings.store.busy_timeout_seconds
+                    job.path,
+                    slug=self.slug_of(job.path),
+                    busy_timeout=settings.store.busy_timeout_seconds,
                 )
             except (BoardError, StoreBusy) as exc:
                 transient = isinstance(exc, StoreBusy)
                 (log.warning if transient else log.error)("board unusable", error=str(exc))
                 return TickReport(
                     job.watcher.name,
-                    board_slug(job.path),
+                    self.slug_of(job.path),
                     self.clock.now(),
                     0.0,
                     error=str(exc),
@@ -268,6 +286,7 @@ class Daemon:
         watchers = enabled_watchers(settings, self.probe)
         now = datetime.now(UTC)
         scheduled: dict[tuple[str, str], float] = {}
+        slugs = unique_slugs(paths)
         for index, watcher in enumerate(watchers):
             interval, jitter = interval_of(settings, watcher.name)
             # First ticks read the most (history, every open task): stagger them a little
@@ -276,7 +295,7 @@ class Daemon:
             for path in paths:
                 key = f"{watcher.name}:{path}"
                 self._jobs[key] = _Job(watcher, path)
-                scheduled[(watcher.name, board_slug(path))] = self.clock.now() + (
+                scheduled[(watcher.name, slugs[path])] = self.clock.now() + (
                     FIRST_TICK_STAGGER_SECONDS * index
                 )
                 scheduler.add_job(
@@ -291,10 +310,11 @@ class Daemon:
                 )
         with self._state_lock:
             self._paths = tuple(paths)
+            self._slugs = slugs
             self._scheduled = scheduled
             if not self._jobs:
                 self.first_round.set()  # nothing to run: nothing to wait for
-        self.metrics.prepare(board_slug(p) for p in paths)
+        self.metrics.prepare(slugs.values())
         log.info(
             "scheduled",
             watchers=[w.name for w in watchers],
@@ -317,6 +337,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the exit code."""
         _limit_malloc_arenas()
+        _enable_faulthandler()
         settings = self.settings
         paths = self.check_boards(settings)
         previous = self._install_signals()
@@ -324,6 +345,7 @@ class Daemon:
         self._scheduler = scheduler
         self._schedule(scheduler, settings, paths)
         scheduler.start()
+        self.notify.start()
         try:
             self._start_http(settings)
             log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
@@ -371,6 +393,7 @@ class Daemon:
 
     def _shutdown(self, scheduler: BackgroundScheduler) -> int:
         log.info("stopping: letting running ticks finish")
+        self.notify.stopping()
         timeout = self.settings.daemon.shutdown_timeout_seconds
         if self.http is not None:
             self.http.stop()
@@ -418,6 +441,15 @@ class Daemon:
     def _restore_signals(previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _enable_faulthandler() -> None:
+    """On a watchdog timeout systemd sends SIGABRT: dump every thread's stack to stderr
+    (the journal) first. Left alone when already on (e.g. under pytest)."""
+    if faulthandler.is_enabled():
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.enable(all_threads=True)
 
 
 def _limit_malloc_arenas() -> None:

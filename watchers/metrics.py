@@ -35,7 +35,7 @@ from watchers.model import ActionKind, Result, TaskStatus, TickReport
 from watchers.probe import ProcessProbe
 from watchers.settings import Settings
 from watchers.status import WORKER_VERDICTS, worker_verdicts
-from watchers.store.board import BoardStore, board_slug
+from watchers.store.board import BoardStore
 
 log = structlog.get_logger("watchers.metrics")
 
@@ -56,6 +56,8 @@ class Watched(Protocol):
 
     @property
     def boards(self) -> list[Path]: ...
+
+    def slug_of(self, path: Path) -> str: ...
 
     def successes(self) -> dict[tuple[str, str], float]:
         """Last successful tick start (epoch seconds) by (watcher, board slug)."""
@@ -139,7 +141,7 @@ class BoardCollector(Collector):
                         # a new reader's cursors may have moved halfway: start it over
                         if reader.snapshot is None:
                             self._readers.pop(path, None)
-                out[board_slug(path)] = (
+                out[self._watched.slug_of(path)] = (
                     reader.snapshot if reader.snapshot is not None else BoardSnapshot()
                 )
         return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from watchers.boards import unique_slugs
 from watchers.distress.cooldown import Cooldown
 from watchers.metrics import Metrics, _later
 from watchers.model import Action, ActionKind, Outcome, Result, TickReport
@@ -28,6 +29,9 @@ class Watched:
 
     def scheduled(self) -> dict[tuple[str, str], float]:
         return {("auto-heal", "default"): 0.0}
+
+    def slug_of(self, path: Path) -> str:
+        return unique_slugs(self.boards)[path]
 
 
 def outcome(kind: ActionKind, result: Result, watcher: str = "auto-heal") -> Outcome:

@@ -182,3 +182,12 @@ def test_http_listen_tls_and_auth_are_validated(tmp_path, monkeypatch):
     (tmp_path / "metrics-password").write_text("pw\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_settings().http.basic_auth_user == "prom"
+
+
+def test_boards_get_unique_names_even_when_hermes_slugs_collide(tmp_path):
+    """Two kanban.db files outside boards/<slug>/ are both 'default': the second is 'default-2'."""
+    from watchers.boards import unique_slugs
+
+    a, b = tmp_path / "a" / "kanban.db", tmp_path / "b" / "kanban.db"
+    ops = tmp_path / "root" / "kanban" / "boards" / "ops" / "kanban.db"
+    assert unique_slugs([b, ops, a]) == {a: "default", b: "default-2", ops: "ops"}
