@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -321,6 +322,17 @@ class Daemon:
             boards=[str(p) for p in paths],
         )
 
+    def _on_skipped(self, event: JobEvent) -> None:
+        """Runs on the scheduler's thread: count the run it skipped (a hung tick shows here)."""
+        job = self._jobs.get(str(event.job_id))
+        if job is not None:
+            self.metrics.skipped(job.watcher.name)
+            log.warning(
+                "tick skipped: the previous one is still running or it ran late",
+                watcher=job.watcher.name,
+                board=str(job.path),
+            )
+
     def _make_scheduler(self, settings: Settings, jobs: int) -> BackgroundScheduler:
         return BackgroundScheduler(
             timezone=UTC,
@@ -344,6 +356,7 @@ class Daemon:
         scheduler = self._make_scheduler(settings, len(paths) * 3)
         self._scheduler = scheduler
         self._schedule(scheduler, settings, paths)
+        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()
         self.notify.start()
         try:

@@ -259,7 +259,8 @@ class Metrics:
         )
         self.ticks = Counter(
             "watchers_ticks",
-            "Ticks by watcher and outcome (ok, error, skipped: the board was busy).",
+            "Ticks by watcher and outcome (ok, error, skipped: the board was busy, or the "
+            "scheduler skipped a run because the last one had not finished or it ran late).",
             ["watcher", "outcome"],
             registry=r,
         )
@@ -292,6 +293,10 @@ class Metrics:
             self.tick_duration.labels(watcher)
         for board in boards:
             self.guard_trips.labels(board)
+
+    def skipped(self, watcher: str) -> None:
+        """A run the scheduler did not start (the previous one still running, or late)."""
+        self.ticks.labels(watcher, "skipped").inc()
 
     def observe(self, report: TickReport) -> None:
         self.ticks.labels(report.watcher, tick_outcome(report)).inc()

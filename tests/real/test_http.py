@@ -421,3 +421,32 @@ def test_watchers_run_serves_metrics_on_the_configured_port_and_stops_on_sigterm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_runs_the_scheduler_skips_behind_a_hung_tick_are_counted_as_skipped(tmp_path, serve):
+    """A tick stuck on a locked board makes the scheduler skip runs: each one is counted."""
+    locked = create_board(tmp_path / "locked.db")
+    conn = sqlite3.connect(str(locked), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    cfg = tmp_path / "hung.toml"
+    cfg.write_text(
+        '[http]\nlisten = "127.0.0.1:0"\n'
+        "[auto_heal]\ninterval_seconds = 0.3\njitter_seconds = 0\n"
+        "[distress]\nenabled = false\n[budget]\nenabled = false\n"
+        "[store]\nbusy_timeout_seconds = 4\n"
+        "[daemon]\nmisfire_grace_seconds = 60\n"
+    )
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        s = serve(cfg, [locked])
+
+        def skipped() -> float:
+            parsed = samples(s.get("/metrics")[2])
+            return (
+                value(parsed, "watchers_ticks_total", watcher="auto-heal", outcome="skipped") or 0
+            )
+
+        assert wait_for(lambda: skipped() >= 2, 15)
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
