@@ -27,6 +27,3 @@ class AutoHeal:
         host = settings.hostname or self.probe.hostname
         snapshot, skipped = observer.snapshot(store, self.probe, settings.auto_heal, host, now)
         return decide(snapshot, settings.auto_heal, now), skipped
-
-    def forget(self, path: Path) -> None:
-        self._observers.pop(path.resolve(), None)

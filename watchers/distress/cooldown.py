@@ -10,7 +10,7 @@ the board after a restart gives the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from watchers.settings import DistressSettings
@@ -79,7 +79,3 @@ def cooldowns(signals: Iterable[ProviderSignal], s: DistressSettings) -> dict[st
 
 def _duration(episode: int, s: DistressSettings) -> float:
     return float(min(s.cooldown_cap_seconds, s.cooldown_base_seconds * 2.0 ** (episode - 1)))
-
-
-def cooling_providers(table: Mapping[str, Cooldown], now: float) -> dict[str, Cooldown]:
-    return {p: c for p, c in table.items() if c.cooling(now)}

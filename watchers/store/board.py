@@ -830,24 +830,6 @@ class BoardStore:
                 escalated = True
         return ResetHistory(tuple(resets), escalated)
 
-    def running_row(self, task_id: str) -> dict[str, Any] | None:
-        """The raw claim fields of one task (for tests and status detail)."""
-        rows = self._query(
-            "SELECT status, claim_lock, worker_pid, current_run_id, consecutive_failures "
-            "FROM tasks WHERE id = ?",
-            (task_id,),
-        )
-        if not rows:
-            return None
-        status, lock, pid, run, fails = rows[0]
-        return {
-            "status": status,
-            "claim_lock": lock,
-            "worker_pid": pid,
-            "current_run_id": run,
-            "consecutive_failures": fails,
-        }
-
     # -- writes ----------------------------------------------------------------
 
     def apply(self, action: Action, now: int) -> bool:
