@@ -327,35 +327,11 @@ class WatchersCli:
             *self._config_args(),
         ]
 
-    def status(self, board: Path) -> list[dict[str, Any]]:
-        """`watchers status --json --board <board>`; its JSON array (exit status must be 0)."""
+    def _json(self, args: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
+        """Run `python -m watchers <args>`; its JSON array (exit status must be 0)."""
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "watchers",
-                "status",
-                "--json",
-                "--board",
-                str(board),
-                *self._config_args(),
-            ],
-            env=self._env(),
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        boards: list[dict[str, Any]] = json.loads(done.stdout)
-        return boards
-
-    def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
-        """`watchers once --board <board> --json`; its JSON array (exit status must be 0)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "watchers", *self.argv(board)],
-            env=self._env(**auto_heal),
+            [sys.executable, "-m", "watchers", *args],
+            env=env,
             cwd=self.cwd,
             capture_output=True,
             text=True,
@@ -365,6 +341,16 @@ class WatchersCli:
         assert done.returncode == 0, done.stderr
         records: list[dict[str, Any]] = json.loads(done.stdout)
         return records
+
+    def status(self, board: Path) -> list[dict[str, Any]]:
+        """`watchers status --json --board <board>`; its JSON array."""
+        return self._json(
+            ["status", "--json", "--board", str(board), *self._config_args()], self._env()
+        )
+
+    def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
+        """`watchers once --board <board> --json`; its JSON array."""
+        return self._json(self.argv(board), self._env(**auto_heal))
 
     def start_once(
         self, board: Path, *, gated: bool = False, **auto_heal: float | int
