@@ -1501,11 +1501,19 @@ def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
     }
 
 
-def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
-    """The distress watcher's steady-state tick, measured as the auto-heal one; its
-    first tick rebuilds the memory from `signal_window_seconds` of history."""
+def measure_watcher_ticks(
+    name: str,
+    make_watcher: Callable[[Any], Any],
+    memory_of: Callable[[Any, Any, Any], dict[str, Any]],
+    target_ms: float,
+    path: Path,
+    config: Path,
+    n_ticks: int,
+    profile: bool,
+) -> dict[str, Any]:
+    """One watcher's ticks, in-process on the board: the first (it builds the watcher's
+    memory) reported apart, then `n_ticks` timed ones, which must write nothing."""
     from watchers.clock import SystemClock
-    from watchers.distress.watcher import Distress
     from watchers.probe import ProcessProbe
     from watchers.runner import run_tick
     from watchers.settings import load_settings
@@ -1517,32 +1525,34 @@ def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dic
     version0 = watch.execute("PRAGMA data_version").fetchone()[0]
     probe = ProcessProbe()
     store = BoardStore.open(path)
-    dist = Distress(probe)
+    watcher = make_watcher(probe)
     clock = SystemClock()
     problems: list[str] = []
     try:
         t0 = time.perf_counter()
-        first = run_tick(dist, store, settings, clock)
+        first = run_tick(watcher, store, settings, clock)
         first_ms = (time.perf_counter() - t0) * 1000
         if first.error or first.outcomes or first.skipped:
+            done = [
+                (o.action.kind.value, o.action.reason, o.action.task_id) for o in first.outcomes
+            ]
             problems.append(
-                f"distress first tick: error={first.error} actions="
-                f"{[(o.action.kind.value, o.action.task_id) for o in first.outcomes][:5]} "
+                f"{name} first tick: error={first.error} actions={done[:5]} "
                 f"({len(first.outcomes)}) skipped={len(first.skipped)}"
             )
         samples: list[float] = []
         actions = 0
         for _ in range(n_ticks):
             t0 = time.perf_counter()
-            rep = run_tick(dist, store, settings, clock)
+            rep = run_tick(watcher, store, settings, clock)
             samples.append((time.perf_counter() - t0) * 1000)
             actions += len(rep.outcomes)
             if rep.error or rep.skipped:
-                problems.append(f"distress tick error={rep.error} skipped={len(rep.skipped)}")
+                problems.append(f"{name} tick error={rep.error} skipped={len(rep.skipped)}")
         prof_text = None
-        if profile or statistics.median(samples) > TARGET_DISTRESS_TICK_MS:
-            prof_text = profile_ticks(lambda: run_tick(dist, store, settings, clock), 20)
-        memory = distress_memory(dist, store, settings)
+        if profile or statistics.median(samples) > target_ms:
+            prof_text = profile_ticks(lambda: run_tick(watcher, store, settings, clock), 20)
+        memory = memory_of(watcher, store, settings)
     finally:
         store.close()
         probe.close()
@@ -1552,11 +1562,9 @@ def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dic
     wrote_nothing = actions == 0 and version0 == version1 and before == after
     if not wrote_nothing:
         problems.append(
-            f"steady-state distress ticks wrote: actions={actions} "
+            f"steady-state {name} ticks wrote: actions={actions} "
             f"data_version {version0}->{version1}"
         )
-    if not memory["signals_in_window"] or not memory["cards_open"]:
-        problems.append(f"distress history not exercised: {memory}")
     return {
         "n": len(samples),
         "median_ms": round(statistics.median(samples), 3),
@@ -1570,6 +1578,26 @@ def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dic
         "problems": problems,
         "profile": prof_text,
     }
+
+
+def bench_distress(path: Path, config: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
+    """The distress watcher's steady-state tick, measured as the auto-heal one; its
+    first tick rebuilds the memory from `signal_window_seconds` of history."""
+    from watchers.distress.watcher import Distress
+
+    res = measure_watcher_ticks(
+        "distress",
+        Distress,
+        distress_memory,
+        TARGET_DISTRESS_TICK_MS,
+        path,
+        config,
+        n_ticks,
+        profile,
+    )
+    if not res["signals_in_window"] or not res["cards_open"]:
+        res["problems"].append(f"distress history not exercised: {res}")
+    return res
 
 
 def distress_memory(dist: Any, store: Any, settings: Any) -> dict[str, Any]:
@@ -1620,77 +1648,20 @@ def bench_budget(path: Path, config: Path, n_ticks: int, profile: bool) -> dict[
     loads every open task (budget fields, attempts, failures, resets, warnings) from one
     snapshot and is reported apart."""
     from watchers.budget.watcher import Budget
-    from watchers.clock import SystemClock
-    from watchers.probe import ProcessProbe
-    from watchers.runner import run_tick
-    from watchers.settings import load_settings
-    from watchers.store.board import BoardStore
 
-    settings = load_settings(config)
-    before = board_fingerprint(path)
-    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
-    probe = ProcessProbe()
-    store = BoardStore.open(path)
-    bud = Budget(probe)
-    clock = SystemClock()
-    problems: list[str] = []
-    try:
-        t0 = time.perf_counter()
-        first = run_tick(bud, store, settings, clock)
-        first_ms = (time.perf_counter() - t0) * 1000
-        if first.error or first.outcomes or first.skipped:
-            problems.append(
-                f"budget first tick: error={first.error} actions="
-                f"{[(o.action.reason, o.action.task_id) for o in first.outcomes][:5]} "
-                f"({len(first.outcomes)}) skipped={len(first.skipped)}"
-            )
-        samples: list[float] = []
-        actions = 0
-        for _ in range(n_ticks):
-            t0 = time.perf_counter()
-            rep = run_tick(bud, store, settings, clock)
-            samples.append((time.perf_counter() - t0) * 1000)
-            actions += len(rep.outcomes)
-            if rep.error or rep.skipped:
-                problems.append(f"budget tick error={rep.error} skipped={len(rep.skipped)}")
-        prof_text = None
-        if profile or statistics.median(samples) > TARGET_BUDGET_TICK_MS:
-            prof_text = profile_ticks(lambda: run_tick(bud, store, settings, clock), 20)
-        memory = budget_memory(bud, store, settings)
-    finally:
-        store.close()
-        probe.close()
-    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
-    watch.close()
-    after = board_fingerprint(path)
-    wrote_nothing = actions == 0 and version0 == version1 and before == after
-    if not wrote_nothing:
-        problems.append(
-            f"steady-state budget ticks wrote: actions={actions} "
-            f"data_version {version0}->{version1}"
-        )
-    if memory["unanswered_overruns"] or not memory["overruns_answered_by"]:
-        problems.append(f"budget overruns not answered by a card: {memory}")
-    if memory["running_max_time_fraction"] >= WARN_FRACTION or (
-        memory["running_max_iteration_fraction"] >= WARN_FRACTION
+    res = measure_watcher_ticks(
+        "budget", Budget, budget_memory, TARGET_BUDGET_TICK_MS, path, config, n_ticks, profile
+    )
+    problems = res["problems"]
+    if res["unanswered_overruns"] or not res["overruns_answered_by"]:
+        problems.append(f"budget overruns not answered by a card: {res}")
+    if res["running_max_time_fraction"] >= WARN_FRACTION or (
+        res["running_max_iteration_fraction"] >= WARN_FRACTION
     ):
-        problems.append(f"running attempts near their budgets: {memory}")
-    if not memory["runs_warned"] or not memory["tasks_with_body_budgets"]:
-        problems.append(f"budget history not exercised: {memory}")
-    return {
-        "n": len(samples),
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(pct(samples, 95), 3),
-        "min_ms": round(min(samples), 3),
-        "max_ms": round(max(samples), 3),
-        "first_tick_ms": round(first_ms, 1),
-        "actions_in_steady_state": actions,
-        "wrote_nothing": wrote_nothing,
-        **memory,
-        "problems": problems,
-        "profile": prof_text,
-    }
+        problems.append(f"running attempts near their budgets: {res}")
+    if not res["runs_warned"] or not res["tasks_with_body_budgets"]:
+        problems.append(f"budget history not exercised: {res}")
+    return res
 
 
 def deep_size(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
