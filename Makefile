@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+# The release matrix: every older Hermes minor release on the package index, newest patch
+# of each, installed apart from the venv (no dependencies: 0.19.0's serve them all).
+HERMES_RELEASES := 0.18.2 0.17.0 0.16.0 0.15.2 0.14.0 0.13.0
+RELEASES        := $(VENV)/hermes-releases
+
+.PHONY: demo test lint typecheck unit matrix bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +35,18 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest
 
-test: lint typecheck unit
+$(RELEASES)/%/.installed: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --no-deps --target $(RELEASES)/$* hermes-agent==$*
+	touch $@
+
+# The compatibility subset (tests/compat) on a board made by each release's own code.
+matrix: $(VENV)/.installed-test $(HERMES_RELEASES:%=$(RELEASES)/%/.installed)
+	@for r in $(HERMES_RELEASES); do \
+		echo "== hermes-agent $$r"; \
+		HERMES_RELEASE=$$r PYTHONPATH=$(RELEASES)/$$r $(BIN)/pytest -q -p no:cacheprovider tests/compat || exit 1; \
+	done
+
+test: lint typecheck unit matrix
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py

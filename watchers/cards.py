@@ -81,6 +81,7 @@ class SourceTask:
     completed: str | None
     state: str  # committed | uncommitted | stashed(<name>) | unknown
     consecutive_failures: int
+    model_override: str | None = None  # with provider_override, pins the task's provider
 
     @classmethod
     def of(cls, d: TaskDetail, summaries: list[str], state: str) -> SourceTask:
@@ -97,6 +98,7 @@ class SourceTask:
             completed=" | ".join(summaries) or None,
             state=state,
             consecutive_failures=d.consecutive_failures,
+            model_override=d.model_override,
         )
 
 

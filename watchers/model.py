@@ -132,6 +132,7 @@ class GaveUpTask:
     failures: tuple[FailureRecord, ...]
     reset_times: tuple[int, ...]  # when the watchers reset this task before (durable: events)
     escalated: bool  # an escalation was already recorded for this give-up
+    lane: str = "ready"  # where its last attempt was claimed from: `ready`, or `review`
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ class HealSnapshot:
     gave_up: tuple[GaveUpTask, ...] = ()
     violation_streaks: Mapping[str, int] = field(default_factory=dict)
     """For workers that exited cleanly: the task's trailing protocol violations so far."""
+    lanes: Mapping[str, str] = field(default_factory=dict)
+    """By task id, for running tasks whose attempt was claimed from a lane other than
+    `ready` (a reviewer's, from `review`); a task not listed goes back to `ready`."""
 
 
 class ActionKind(StrEnum):

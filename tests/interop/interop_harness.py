@@ -189,7 +189,9 @@ class HermesBoard:
 
     def record_crashes(self) -> list[str]:
         """Hermes's own crash pass: reap its dead children, then detect crashed workers."""
-        kb.reap_worker_zombies()
+        reap = getattr(kb, "reap_worker_zombies", None)  # Hermes 0.15 and later
+        if reap is not None:
+            reap()
         with self.connect() as conn:
             return kb.detect_crashed_workers(conn)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 from hermes_cli import kanban_db as kb
 
+from tests.compat import newer_hermes
 from tests.interop.interop_harness import PROFILE, sqlite_schema, table_shapes
 from watchers.store.schema import create_board
 
@@ -40,14 +42,38 @@ def test_a_forced_hermes_migration_pass_leaves_the_embedded_board_unchanged(
 
 
 @pytest.mark.interop
-def test_the_embedded_board_has_the_tables_and_columns_of_a_hermes_board(
+def test_the_embedded_board_has_the_newest_schema_we_know(
     embedded: Path, hermes_home: Path
 ) -> None:
-    """Same tables, columns, types, defaults and keys as a board Hermes creates itself."""
+    """Same tables, columns, types, defaults and keys as a board Hermes 0.19.0 creates
+    itself and then migrates to the 0.20/0.21 schema."""
     hermes_made = hermes_home / "kanban.db"
     kb.connect(hermes_made).close()
+    newer_hermes.migrate(hermes_made)
 
     assert table_shapes(embedded) == table_shapes(hermes_made)
+    assert {"provider_override", "reasoning_effort", "completion_contract"} <= {
+        column[0] for column in table_shapes(embedded)["tasks"]
+    }
+    assert {"recipe_instances", "recipe_instance_tasks"} <= set(table_shapes(embedded))
+
+
+@pytest.mark.interop
+def test_hermes_enforces_the_newer_foreign_key_on_the_embedded_board(embedded: Path) -> None:
+    """A task a recipe made cannot be deleted, through Hermes's own connection."""
+    conn = kb.connect(embedded)
+    try:
+        task_id = kb.create_task(conn, title="made by a recipe", assignee="coder")
+    finally:
+        conn.close()
+    newer_hermes.made_by_recipe(embedded, [task_id])
+
+    conn = kb.connect(embedded)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+    finally:
+        conn.close()
 
 
 @pytest.mark.interop

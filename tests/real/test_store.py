@@ -266,7 +266,6 @@ def test_events_with_malformed_json_payloads_do_not_break_a_tick(board, dispatch
 def test_worker_started_at_is_used_when_the_column_exists(board, dispatcher):
     """On newer boards the recorded process start time identifies the worker."""
     dispatcher.conn.execute("ALTER TABLE tasks ADD COLUMN worker_started_at REAL")
-    dispatcher.conn.execute("ALTER TABLE tasks ADD COLUMN provider_override TEXT")
     honest = live_task(dispatcher, "honest")
     liar = live_task(dispatcher, "liar")
     import psutil

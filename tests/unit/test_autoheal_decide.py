@@ -331,3 +331,63 @@ def test_a_tasks_max_retries_bounds_violations_too():
     task = running(max_retries=1)
     [action] = decide(snap(task, obs={task.task_id: CLEAN}), S, NOW)
     assert action.plan["trip"] and action.plan["limit_source"] == "task"
+
+
+# -- the lane an attempt came from (boards with a review lane) ------------------------
+
+
+def review_lane(*tasks: RunningTask, obs: dict[str, Observation] | None = None) -> HealSnapshot:
+    """Every task's attempt was a reviewer's, claimed from `review`."""
+    base = snap(*tasks, obs=obs)
+    return replace(base, lanes={t.task_id: "review" for t in tasks})
+
+
+def test_a_reviewers_dead_worker_goes_back_to_review_not_to_ready():
+    """Sending it to ready would make the dispatcher run the implementer again."""
+    [action] = decide(review_lane(running()), S, NOW)
+    assert action.kind is ActionKind.REAP
+    assert action.plan["new_status"] == "review"
+    assert action.plan["outcome"] == "crashed" and action.plan["failures"] == 1
+    assert action.evidence["lane"] == "review"
+
+
+def test_a_reviewers_rate_limited_or_clean_exit_also_returns_to_review():
+    """Exit 75 and a protocol violation requeue into the lane the attempt came from."""
+    for obs in (
+        Observation(Verdict.ZOMBIE, "zombie", exit_code=75),
+        Observation(Verdict.ZOMBIE, "zombie", exit_code=0),
+    ):
+        task = running()
+        [action] = decide(review_lane(task, obs={task.task_id: obs}), S, NOW)
+        assert action.plan["new_status"] == "review"
+
+
+def test_a_reviewers_row_without_a_pid_is_reclaimed_into_review():
+    """A reclaim returns the task to its lane as well."""
+    [action] = decide(review_lane(running(worker_pid=None), obs={}), S, NOW)
+    assert (action.kind, action.plan["new_status"]) == (ActionKind.RECLAIM, "review")
+
+
+def test_the_breaker_still_blocks_a_reviewers_task_at_the_limit():
+    """Failure counting is the same in every lane: at the limit the task is blocked."""
+    [action] = decide(review_lane(running(consecutive_failures=1)), S, NOW)
+    assert action.plan["new_status"] == "blocked" and action.plan["trip"]
+
+
+def test_tasks_without_a_recorded_lane_go_back_to_ready_as_today():
+    """Only the tasks the snapshot names as reviewers' go to review."""
+    first, second = running("t_00000001"), running("t_00000002")
+    base = snap(first, second)
+    actions = decide(replace(base, lanes={"t_00000002": "review"}), S, NOW)
+    assert {a.task_id: a.plan["new_status"] for a in actions} == {
+        "t_00000001": "ready",
+        "t_00000002": "review",
+    }
+
+
+def test_a_reviewers_infrastructure_crash_loop_is_reset_into_review():
+    """The reset carries the lane of the attempt that gave up."""
+    task = replace(gave_up(INFRA, "pid 13 exited with code 137", at=NOW - 60), lane="review")
+    [action] = decide(snap(gave_up=[task]), S, NOW)
+    assert action.kind is ActionKind.RESET
+    assert action.plan["lane"] == "review" and action.evidence["lane"] == "review"

@@ -119,6 +119,33 @@ def test_a_provider_override_on_the_task_keeps_it_on_that_provider():
     assert action.kind is ActionKind.CARD
 
 
+def test_a_pinned_tasks_card_names_the_overrides_that_pin_it_and_what_to_change():
+    """Needs says which override pins the provider and that it must change to route it."""
+    pinned = case(provider_override="Anthropic", model_override="claude-opus-4")
+    [action] = decide(snap(pinned), S, NOW)
+    assert action.kind is ActionKind.CARD
+    body = action.plan["body"]
+    needs = next(line for line in body.splitlines() if line.startswith("- Needs: "))
+    assert "pinned to provider anthropic by its provider_override" in needs
+    assert "model_override claude-opus-4" in needs
+    assert "Change or clear provider_override and model_override" in needs
+    assert action.evidence["provider_override"] == "anthropic"
+    assert action.evidence["model_override"] == "claude-opus-4"
+
+
+def test_a_pinned_credential_failure_may_still_move_to_another_profiles_key():
+    """Another profile has other credentials even on the pinned provider."""
+    [action] = decide(snap(case(signal=Signal.CREDENTIAL, provider_override="anthropic")), S, NOW)
+    assert action.kind is ActionKind.REASSIGN and action.plan["to"] == "claude-2"
+
+
+def test_a_reassignment_of_a_reviewers_blocked_task_carries_its_lane():
+    """The executor unblocks it into the lane its last attempt came from."""
+    blocked = replace(case(status="blocked"), lane="review")
+    [action] = decide(snap(blocked), S, NOW)
+    assert action.kind is ActionKind.REASSIGN and action.plan["lane"] == "review"
+
+
 def test_credential_failures_may_stay_on_the_same_provider():
     """A different profile (another key) is enough for a credential failure."""
     [action] = decide(snap(case(signal=Signal.CREDENTIAL)), S, NOW)

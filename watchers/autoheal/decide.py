@@ -2,7 +2,8 @@
 no psutil, no clock. Every action carries the state it was decided on (`expect`), so
 the executor can apply it as a compare-and-swap.
 
-Transitions written (Hermes's own terms):
+Transitions written (Hermes's own terms); `ready` below is the lane the attempt was
+claimed from: `review` for a reviewer's attempt on boards with a review lane:
   running --reap (worker gone/zombie/reused)--> ready    run: crashed, event: crashed
   running --reap, failures reach the limit-->   blocked  ... plus event: gave_up
   running --reap (zombie exited 75)-->          ready    run: rate_limited, no failure counted
@@ -19,6 +20,7 @@ from typing import Any
 from watchers.autoheal import WATCHER
 from watchers.autoheal.backoff import compute_backoff
 from watchers.autoheal.rules import all_infra, classifier_for
+from watchers.hermes.events import READY
 from watchers.model import (
     DEAD_VERDICTS,
     Action,
@@ -91,7 +93,10 @@ def _reap(
     task: RunningTask, obs: Observation, snap: HealSnapshot, s: AutoHealSettings, now: float
 ) -> Action:
     assert task.worker_pid is not None
+    lane = snap.lanes.get(task.task_id, READY)
     evidence = {**_base_evidence(task, snap.host, now), **obs.as_evidence()}
+    if lane != READY:
+        evidence["lane"] = lane
     rate_limited = obs.verdict is Verdict.ZOMBIE and obs.exit_code == RATE_LIMIT_EXIT_CODE
     clean_exit = obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
     extra: dict[str, Any] = {}
@@ -107,7 +112,7 @@ def _reap(
         trip = streak >= limit
         failures = task.consecutive_failures + (1 if trip else 0)
         plan: dict[str, Any] = {
-            "new_status": (TaskStatus.BLOCKED if trip else TaskStatus.READY).value,
+            "new_status": TaskStatus.BLOCKED.value if trip else lane,
             "outcome": RunOutcome.CRASHED.value,
             "event_kind": "protocol_violation",
             "error": f"pid {task.worker_pid} exited cleanly (rc=0) without calling kanban_complete "
@@ -126,7 +131,7 @@ def _reap(
     elif rate_limited:
         # A quota wall is not the task's failure: Hermes requeues without counting it.
         plan = {
-            "new_status": TaskStatus.READY.value,
+            "new_status": lane,
             "outcome": RunOutcome.RATE_LIMITED.value,
             "event_kind": "rate_limited",
             "error": f"pid {task.worker_pid} exited rate-limited (quota wall) — "
@@ -143,7 +148,7 @@ def _reap(
             limit, source = s.failure_limit, "watchers"
         trip = failures >= limit
         plan = {
-            "new_status": (TaskStatus.BLOCKED if trip else TaskStatus.READY).value,
+            "new_status": TaskStatus.BLOCKED.value if trip else lane,
             "outcome": RunOutcome.CRASHED.value,
             "event_kind": "crashed",
             "error": _death_text(task.worker_pid, obs),
@@ -180,6 +185,7 @@ def _reap(
 
 def _reclaim(task: RunningTask, reason: str, snap: HealSnapshot, now: float) -> Action:
     age = attempt_age(task, now)
+    lane = snap.lanes.get(task.task_id, READY)
     shown = "an unknown time" if age is None else f"{age:.0f}s"
     if reason == "no_claim":
         error = f"running with no claim for {shown} (reclaimed by watchers)"
@@ -191,10 +197,10 @@ def _reclaim(task: RunningTask, reason: str, snap: HealSnapshot, now: float) -> 
         task_id=task.task_id,
         kind=ActionKind.RECLAIM,
         reason=reason,
-        evidence=_base_evidence(task, snap.host, now),
+        evidence=_base_evidence(task, snap.host, now) | ({"lane": lane} if lane != READY else {}),
         expect=_expect(task),
         plan={
-            "new_status": TaskStatus.READY.value,
+            "new_status": lane,
             "outcome": RunOutcome.RECLAIMED.value,
             "event_kind": "reclaimed",
             "error": error,
@@ -258,6 +264,7 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
                 for f, c in zip(task.failures, found, strict=True)
             ],
             "resets_in_window": len(recent),
+            **({"lane": task.lane} if task.lane != READY else {}),
             "reset_window_seconds": s.reset_window_seconds,
             "gave_up_at": task.gave_up_at,
         }
@@ -313,6 +320,7 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
                 expect=expect,
                 plan={
                     "reset_number": number,
+                    "lane": task.lane,
                     "comment": (
                         f"kanban-watchers reset this task to {{status}} (reset {number} of at most "
                         f"{s.max_resets} per {s.reset_window_seconds:.0f}s): its last "

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.hermes.events import READY
 from watchers.model import (
+    DEAD_VERDICTS,
     FAILURE_OUTCOMES,
     FailureRecord,
     GaveUpTask,
@@ -37,6 +39,7 @@ _HISTORY_SLACK = 10  # closed runs read beyond the failure count (neutral outcom
 class _History:
     failures: tuple[FailureRecord, ...]
     resets: ResetHistory
+    lane: str
 
 
 @dataclass(slots=True)
@@ -63,6 +66,16 @@ class BoardObserver:
             if obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
         }
         gave_up = self._gave_up(store, settings)
+        # The lane matters only to what may be released now: dead workers, running rows
+        # without a claim or a PID, and give-ups (read with their history, below).
+        releasable = [
+            t.task_id
+            for t in running
+            if t.claim_lock is None
+            or t.worker_pid is None
+            or ((obs := observations.get(t.task_id)) is not None and obs.verdict in DEAD_VERDICTS)
+        ]
+        lanes = store.claimed_lanes(releasable) if releasable else {}
         return (
             HealSnapshot(
                 board=store.slug,
@@ -71,6 +84,7 @@ class BoardObserver:
                 observations=observations,
                 gave_up=gave_up,
                 violation_streaks=streaks,
+                lanes=lanes,
             ),
             skipped,
         )
@@ -137,6 +151,7 @@ class BoardObserver:
                     resets=store.reset_history(
                         task_id, int(ev.created_at - s.reset_window_seconds), ev.event_id
                     ),
+                    lane=store.claimed_lanes([task_id]).get(task_id, READY),
                 )
                 self.history[key] = hist
             out.append(
@@ -148,6 +163,7 @@ class BoardObserver:
                     failures=hist.failures,
                     reset_times=hist.resets.reset_times,
                     escalated=hist.resets.escalated,
+                    lane=hist.lane,
                 )
             )
         return tuple(out)

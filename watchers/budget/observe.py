@@ -23,6 +23,7 @@ from watchers.budget.fingerprint import fingerprint
 from watchers.cards import CardIndex, SourceTask, scope_exclusions
 from watchers.distress.observe import workspace_state
 from watchers.distress.providers import ProfileReader, hermes_root
+from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
 from watchers.settings import Settings
 from watchers.store.board import (
@@ -51,6 +52,7 @@ FOLLOWED = (
     "gave_up",
     BUDGET_WARNING,
     BUDGET_MALFORMED,
+    *STATE_KINDS_NEWER,
 )
 _FAILURE_KINDS = ("crashed", "timed_out", "spawn_failed", "gave_up")
 _SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)
@@ -198,6 +200,7 @@ class BudgetObserver:
         return memo
 
     def _load(self, store: BoardStore, running: list[RunningTask]) -> None:
+        restarted: set[str] = set()
         with store.consistent_reads():
             cursor = store.max_event_id()
             for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
@@ -221,20 +224,25 @@ class BudgetObserver:
                     "unblocked",
                     "blocked",
                     "claimed",
+                    "rate_limited",
                     *_FAILURE_KINDS,
                     BUDGET_WARNING,
                     BUDGET_MALFORMED,
+                    *LANE_EPISODE_KINDS,
                 )
             ):
                 followed = self.memos.get(ev.task_id)
                 if followed is None:
                     continue  # nothing this watcher follows
-                if ev.kind in _FAILURE_KINDS:  # the runs gave the text; the event gives the order
+                if ev.kind in LANE_EPISODE_KINDS:
+                    restarted.add(ev.task_id)  # the runs read above were of another episode
+                elif ev.kind in _FAILURE_KINDS and ev.task_id not in restarted:
+                    # the runs gave the text; the event gives the order
                     if followed.failures and ev.run_id in followed.failures:
                         known = followed.failures[ev.run_id]
                         followed.failures[ev.run_id] = replace(known, event_id=ev.event_id)
                     continue
-                self._apply(ev, counting_attempts=False)
+                self._apply(ev, counting_attempts=ev.task_id in restarted)
             runs = [t.current_run_id for t in running if t.current_run_id is not None]
             counted = store.heartbeat_counts(runs) if runs else {}
             self.heartbeats = {r: n for r, (n, _) in counted.items()}
@@ -288,7 +296,11 @@ class BudgetObserver:
         elif ev.kind == BUDGET_MALFORMED:
             if ev.payload.get("by") == AUTHOR:
                 memo.reported = (memo.reported or set()) | {str(ev.payload.get("line"))}
-        else:  # created, edited, assigned: the budget fields may have changed
+        elif ev.kind in LANE_EPISODE_KINDS:
+            # into or out of review (newer Hermes): what follows is another episode
+            memo.restart_episode()
+            self.dirty.add(ev.task_id)
+        else:  # created, edited, assigned, newer state changes: the fields may have changed
             self.dirty.add(ev.task_id)
 
     def _budgets(self, memo: _Memo, s: Settings) -> Budgets:

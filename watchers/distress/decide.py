@@ -16,7 +16,7 @@ from typing import Any
 from watchers.cards import CardState, SourceTask, card_action, card_needed, one_line
 from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
-from watchers.distress.providers import ProviderMap
+from watchers.distress.providers import ProviderMap, normalize_provider
 from watchers.distress.signals import Signal
 from watchers.model import Action, ActionKind
 from watchers.settings import DistressSettings
@@ -32,6 +32,7 @@ class SignalCase:
     reassignments: int  # by the watchers in this episode
     attempts: int
     event_id: int | None = None  # the signal's event
+    lane: str = "ready"  # where a blocked task goes when reassigned: its last attempt's lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ def _signal_decisions(
                     evidence=evidence,
                     expect={"assignee": src.assignee, "status": src.status},
                     plan={
+                        "lane": case.lane,
                         "to": target,
                         "from": src.assignee,
                         "from_provider": src_provider,
@@ -184,15 +186,33 @@ def _signal_decisions(
             why = "no eligible fallback profile" + (
                 f" among {', '.join(route)}" if route else " (none configured)"
             )
-        if case.signal is Signal.RATE_LIMITED:
+        pinned = normalize_provider(src.provider_override)
+        if pinned is not None:
+            evidence["provider_override"] = pinned
+            evidence["model_override"] = src.model_override
+        if pinned is not None and case.signal is Signal.RATE_LIMITED:
+            needs = (
+                f"{src.task_id} is pinned to provider {pinned} by its provider_override "
+                f"(model_override {src.model_override or '—'}): moving it to another profile "
+                f"keeps it on {pinned}. Change or clear provider_override and model_override to "
+                f"route it to another provider ({_cooling_text(table, src_provider, now)}), or "
+                f"hold it until the quota resets; {why}"
+            )
+        elif case.signal is Signal.RATE_LIMITED:
             needs = (
                 f"move {src.task_id} to a profile on a provider other than {src_provider or 'its (unknown) provider'}"
                 f" ({_cooling_text(table, src_provider, now)}), or hold it until the quota resets; {why}"
             )
         else:
+            pin = (
+                f" ({src.task_id} is pinned to it by provider_override; model_override "
+                f"{src.model_override or '—'})"
+                if pinned is not None
+                else ""
+            )
             needs = (
                 f"fix or rotate the credentials of profile {src.assignee} (provider "
-                f"{src_provider or 'unknown'}) or reassign {src.task_id}; {why}"
+                f"{src_provider or 'unknown'}{pin}) or reassign {src.task_id}; {why}"
             )
         actions.append(_card(snap, s, src, blocker, needs, evidence, blocker, now, since=case.at))
     return actions

@@ -25,14 +25,15 @@ from watchers.distress.decide import (
 )
 from watchers.distress.providers import ProfileReader, ProviderMap, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
+from watchers.hermes.events import READY, STATE_KINDS_NEWER
 from watchers.model import SkippedRow, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings
 from watchers.store.board import AUTHOR, ESCALATED, BoardStore, EventRow, TaskDetail
 
 SIGNAL_KINDS = ("rate_limited", "crashed", "timed_out", "spawn_failed", "gave_up", "blocked")
-FOLLOWED_KINDS = (*SIGNAL_KINDS, "completed", "assigned", ESCALATED)
-OPEN_STATUSES = frozenset({"ready", "todo", "blocked", "triage", "scheduled"})
+FOLLOWED_KINDS = (*SIGNAL_KINDS, "completed", "assigned", ESCALATED, *STATE_KINDS_NEWER)
+OPEN_STATUSES = frozenset({"ready", "todo", "blocked", "triage", "scheduled", "review"})
 PROBE_SCOPE = "distress"
 
 
@@ -91,6 +92,8 @@ class DistressObserver:
         self.cards = CardIndex()
         self.reader: ProfileReader | None = None
         self._states: dict[tuple[str, str, int], str] = {}
+        # signal-kind events whose own text named nothing: the task's last_failure_error may
+        self._unexplained: dict[str, EventRow] = {}
 
     # -- following the board --------------------------------------------------------
 
@@ -100,6 +103,8 @@ class DistressObserver:
         for ev in store.events_with_runs_after(self.cursor, FOLLOWED_KINDS):
             self.cursor = max(self.cursor, ev.event_id)
             self._remember(ev)
+        if self._unexplained:
+            self._explain_from_task_rows(store)
         horizon = now - max(s.distress.signal_window_seconds, s.distress.cooldown_memory_seconds)
         self.memory.rate_signals = [r for r in self.memory.rate_signals if r[2] >= horizon]
 
@@ -114,6 +119,12 @@ class DistressObserver:
             m.assigned_event[ev.task_id] = ev.event_id
             if ev.payload.get("by") == AUTHOR:
                 m.reassigned_at.setdefault(ev.task_id, []).append(ev.created_at)
+            return
+        if ev.kind in STATE_KINDS_NEWER:
+            # newer Hermes moved the task (e.g. into or out of review): the attempt that
+            # signalled is no longer the task's latest state
+            m.latest.pop(ev.task_id, None)
+            self._unexplained.pop(ev.task_id, None)
             return
         if ev.kind == ESCALATED:
             if ev.payload.get("by") == AUTHOR:
@@ -136,12 +147,31 @@ class DistressObserver:
         outcome = "rate_limited" if ev.kind == "rate_limited" else ev.run_outcome
         signal = classify_text(text, outcome)
         if signal is None:
+            self._unexplained[ev.task_id] = ev
             return
+        self._unexplained.pop(ev.task_id, None)
+        self._signal(ev, signal, text)
+
+    def _signal(self, ev: EventRow, signal: Signal, text: str) -> None:
+        m = self.memory
         m.latest[ev.task_id] = _TaskSignal(signal, ev.created_at, text, ev.run_id, ev.event_id)
         if signal is Signal.RATE_LIMITED:
             m.rate_signals.append(
                 (ev.run_profile, ev.task_id, ev.created_at, retry_after_seconds(text))
             )
+
+    def _explain_from_task_rows(self, store: BoardStore) -> None:
+        """A failure whose run and event say nothing may still be named in the task's
+        `last_failure_error` (some paths write only that): read it for those tasks."""
+        pending, self._unexplained = self._unexplained, {}
+        texts = store.failure_texts(list(pending))
+        for task_id, ev in pending.items():
+            found = texts.get(task_id)
+            if found is None or found[0] not in OPEN_STATUSES:
+                continue
+            signal = classify_text(found[1])
+            if signal is not None:
+                self._signal(ev, signal, found[1])
 
     def _source(
         self, store: BoardStore, d: TaskDetail, s: Settings, key: tuple[str, int]
@@ -218,6 +248,8 @@ class DistressObserver:
         wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates)})
         details = store.task_details(wanted) if wanted else {}
 
+        blocked = [t for t in pending if (d := details.get(t)) and d.status == "blocked"]
+        lanes = store.claimed_lanes(blocked) if blocked else {}
         signal_cases = []
         for tid, sig in pending.items():
             d = details.get(tid)
@@ -236,6 +268,7 @@ class DistressObserver:
                     reassignments=len(reassigned),
                     attempts=attempts,
                     event_id=sig.event_id,
+                    lane=lanes.get(tid, READY),
                 )
             )
 

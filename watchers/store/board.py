@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from watchers.errors import BoardError, WatchersError, classify_sqlite_error
+from watchers.hermes.events import LANES, READY, STATE_CHANGE_KINDS, lane_of
 from watchers.model import (
     KNOWN_STATUSES,
     Action,
@@ -37,23 +38,12 @@ AUTHOR = "watchers"
 """`created_by` / comment author / payload `by` for everything the daemon writes."""
 
 ERROR_TEXT_LIMIT = 500
+NEWER_CARD_DEFAULTS = {"completion_contract": "local-only"}
+"""What Hermes main's create_task writes into columns 0.19 does not have."""
+PAYLOAD_LIMIT = 4096  # a claimed event's payload is short; an agent-written one is cut
 CACHE_KIB = 512  # Hermes caps last_failure_error at 500 characters
 
-STATUS_EVENT_KINDS = (
-    "gave_up",
-    "blocked",
-    "unblocked",
-    "claimed",
-    "completed",
-    "archived",
-    "promoted",
-    "reclaimed",
-    "crashed",
-    "timed_out",
-    "rate_limited",
-    "spawn_failed",
-    "stale",
-)
+STATUS_EVENT_KINDS = STATE_CHANGE_KINDS
 """Event kinds that mean a task changed state; a give-up is current until one follows."""
 
 ESCALATED = "escalated"
@@ -218,6 +208,7 @@ class TaskDetail:
     consecutive_failures: int
     completed_at: int | None
     created_at: int
+    model_override: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +280,9 @@ class BoardStore:
                 # post-commit length check, which then fails Hermes's committed write
                 # with "torn-extend detected".
                 conn.execute("PRAGMA wal_autocheckpoint=0")
+                # As Hermes: newer boards carry foreign keys (ON DELETE RESTRICT on tasks);
+                # we never delete a row, and a write that would break one fails whole.
+                conn.execute("PRAGMA foreign_keys=ON")
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -688,8 +682,8 @@ class BoardStore:
             for row in self._query(
                 "SELECT id, title, body, status, assignee, "
                 f"{self._col('provider_override')}, {self._col('branch_name')}, "
-                f"{self._col('workspace_path')}, consecutive_failures, completed_at, created_at "
-                f"FROM tasks t WHERE id IN ({marks})",
+                f"{self._col('workspace_path')}, consecutive_failures, completed_at, created_at, "
+                f"{self._col('model_override')} FROM tasks t WHERE id IN ({marks})",
                 chunk,
             ):
                 try:
@@ -705,6 +699,7 @@ class BoardStore:
                         consecutive_failures=_req_int(row, 8, "consecutive_failures"),
                         completed_at=_opt_int(row, 9, "completed_at"),
                         created_at=_req_int(row, 10, "created_at"),
+                        model_override=_opt_text(row, 11, "model_override"),
                     )
                 except _Malformed:
                     continue
@@ -808,6 +803,45 @@ class BoardStore:
             return _opt_text(rows[0], 0, "last_failure_error")
         except _Malformed:
             return None
+
+    def claimed_lanes(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The lane each task's latest attempt was claimed from (its latest `claimed`
+        event), for the tasks claimed from a lane other than `ready`; others are absent."""
+        out: dict[str, str] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                "SELECT task_id, substr(payload, 1, ?) FROM task_events WHERE id IN ("
+                f"  SELECT MAX(id) FROM task_events WHERE task_id IN ({marks}) "
+                "   AND kind = 'claimed' GROUP BY task_id)",
+                (PAYLOAD_LIMIT, *chunk),
+            ):
+                if not isinstance(row[0], str) or isinstance(row[0], _Undecodable):
+                    continue
+                lane = lane_of(_payload(row[1]))
+                if lane != READY:
+                    out[row[0]] = lane
+        return out
+
+    def failure_texts(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(status, last_failure_error) of each task that has a failure text (capped)."""
+        out: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                "SELECT id, status, substr(last_failure_error, 1, ?) FROM tasks "
+                f"WHERE id IN ({marks}) AND last_failure_error IS NOT NULL",
+                (ERROR_TEXT_LIMIT * 2, *chunk),
+            ):
+                try:
+                    text = _opt_text(row, 2, "last_failure_error")
+                    if text:
+                        out[_task_id(row)] = (_opt_text(row, 1, "status") or "", text)
+                except _Malformed:
+                    continue
+        return out
 
     def reset_history(self, task_id: str, since: int, gave_up_event_id: int) -> ResetHistory:
         """Our own resets of this task since `since`, and whether the give-up with
@@ -926,7 +960,8 @@ class BoardStore:
                 "WHERE l.child_id = ? AND p.status != 'done' LIMIT 1",
                 (action.task_id,),
             ).fetchone()
-            new_status = "todo" if undone else "ready"
+            lane = p.get("lane", READY)
+            new_status = "todo" if undone else (lane if lane in LANES else READY)
             cur = conn.execute(
                 "UPDATE tasks SET status = ?, current_run_id = NULL, consecutive_failures = 0, "
                 "last_failure_error = NULL "
@@ -1040,7 +1075,8 @@ class BoardStore:
                     "WHERE l.child_id = ? AND p.status != 'done' LIMIT 1",
                     (action.task_id,),
                 ).fetchone()
-                new_status = "todo" if undone else "ready"
+                lane = p.get("lane", READY)
+                new_status = "todo" if undone else (lane if lane in LANES else READY)
             # As Hermes's assign_task: a new profile starts with a fresh failure budget.
             conn.execute(
                 "UPDATE tasks SET assignee = ?, status = ?, consecutive_failures = 0, "
@@ -1090,20 +1126,24 @@ class BoardStore:
             if source is None:
                 return False
             card_id = new_task_id(conn)
+            columns = {
+                "id": card_id,
+                "title": title,
+                "body": p["body"],
+                "assignee": p["assignee"],
+                "status": "ready",
+                "priority": p["priority"],
+                "created_by": AUTHOR,
+                "created_at": now,
+                "workspace_kind": "scratch",
+                "idempotency_key": p["idempotency_key"],
+            }
+            # Newer Hermes fills these in its own create_task; a card must look the same.
+            columns.update({k: v for k, v in NEWER_CARD_DEFAULTS.items() if k in self.task_columns})
+            names = ", ".join(columns)
             conn.execute(
-                "INSERT INTO tasks (id, title, body, assignee, status, priority, created_by, "
-                "created_at, workspace_kind, idempotency_key) "
-                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, 'scratch', ?)",
-                (
-                    card_id,
-                    title,
-                    p["body"],
-                    p["assignee"],
-                    p["priority"],
-                    AUTHOR,
-                    now,
-                    p["idempotency_key"],
-                ),
+                f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(columns))})",
+                tuple(columns.values()),
             )
             insert_event(
                 conn,

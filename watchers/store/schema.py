@@ -1,8 +1,11 @@
 """The board file format: what a Hermes board must have, and an empty one of our own.
 
-The embedded board carries the tables and columns of a Hermes Agent 0.19 board, with
-the same column types and primary keys, so Hermes opens it as its own and its
-migrations find nothing to change (tests check this against the real package).
+The embedded board carries the newest schema we know: a Hermes Agent 0.19 board's
+tables and columns (same types, primary keys and indexes, so Hermes 0.19 opens it as its
+own and its migrations find nothing to change), plus what Hermes 0.20/0.21 added — three
+task columns, five notify-subscription columns and the two recipe tables. Every addition
+is additive, as Hermes's own migrations are, so both lines of releases use the file
+(tests check 0.19.0 against it with the real package).
 """
 
 from __future__ import annotations
@@ -29,6 +32,53 @@ REQUIRED_TASK_COLUMNS = frozenset(
     }
 )
 OPTIONAL_TASK_COLUMNS = ("max_retries", "worker_started_at", "provider_override")
+
+NEWER_TASK_COLUMNS = (
+    ("provider_override", "TEXT"),
+    ("reasoning_effort", "TEXT"),
+    ("completion_contract", "TEXT"),
+)
+"""Columns Hermes 0.20/0.21 adds to `tasks` (name, declaration)."""
+
+NEWER_NOTIFY_COLUMNS = (
+    ("user_id_alt", "TEXT"),
+    ("chat_type", "TEXT"),
+    ("delivery_mode", "TEXT"),
+    ("delivery_metadata", "TEXT"),
+    ("last_ping_event_id", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Columns Hermes 0.20/0.21 adds to `kanban_notify_subs` (name, declaration)."""
+
+NEWER_TABLES = (
+    """CREATE TABLE recipe_instances (
+        id TEXT PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        recipe_id TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        definition_digest TEXT NOT NULL,
+        request_digest TEXT NOT NULL,
+        definition_json TEXT NOT NULL,
+        inputs_json TEXT NOT NULL,
+        bindings_json TEXT NOT NULL,
+        effective_plan_json TEXT NOT NULL,
+        created_by TEXT,
+        created_at INTEGER NOT NULL,
+        imported INTEGER NOT NULL DEFAULT 0
+    )""",
+    # The schema's first foreign key: a task a recipe made can never be deleted.
+    """CREATE TABLE recipe_instance_tasks (
+        instance_id TEXT NOT NULL REFERENCES recipe_instances(id) ON DELETE RESTRICT,
+        node_key TEXT NOT NULL,
+        task_id TEXT NOT NULL UNIQUE REFERENCES tasks(id) ON DELETE RESTRICT,
+        PRIMARY KEY (instance_id, node_key)
+    )""",
+)
+"""Tables Hermes 0.20/0.21 adds (recipes: task graphs instantiated from a template)."""
+
+
+def add_column_statements(table: str, columns: tuple[tuple[str, str], ...]) -> list[str]:
+    return [f"ALTER TABLE {table} ADD COLUMN {name} {decl}" for name, decl in columns]
+
 
 _TASKS = """
 CREATE TABLE tasks (
@@ -158,7 +208,14 @@ def create_board(path: Path) -> Path:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
-        for statement in (_TASKS, *_OTHER_TABLES, *_INDEXES):
+        for statement in (
+            _TASKS,
+            *_OTHER_TABLES,
+            *_INDEXES,
+            *add_column_statements("tasks", NEWER_TASK_COLUMNS),
+            *add_column_statements("kanban_notify_subs", NEWER_NOTIFY_COLUMNS),
+            *NEWER_TABLES,
+        ):
             conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
