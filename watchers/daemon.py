@@ -397,6 +397,12 @@ class Daemon:
         except (ConfigError, BoardError) as exc:
             log.error("reload refused; keeping the running configuration", error=str(exc))
             return
+        except Exception as exc:  # a reload must never take the running daemon down
+            log.error(
+                "reload refused; keeping the running configuration",
+                error=f"unexpected {type(exc).__name__} while reading the configuration",
+            )
+            return
         if settings.http != self.settings.http:
             log.warning("http settings changed: they take effect on the next restart")
         self.settings = settings

@@ -9,6 +9,13 @@ import sys
 from typing import Literal
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
+"""structlog's own `dict_tracebacks` includes every frame's local variables (a password
+read from the credentials directory, a token in a request): never."""
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -42,7 +49,7 @@ def configure_logging(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *([] if console else [structlog.processors.dict_tracebacks]),
+                *([] if console else [_TRACEBACKS]),
                 renderer,
             ],
         )

@@ -106,6 +106,11 @@ class RunningTask:
     worker_started_at: float | None = None  # newer Hermes: the worker's process start time
 
     @property
+    def claimed(self) -> bool:
+        """Claimed by someone: an empty or blank `claim_lock` is no claim at all."""
+        return bool(self.claim_lock and self.claim_lock.strip())
+
+    @property
     def claim_host(self) -> str | None:
         if not self.claim_lock or ":" not in self.claim_lock:
             return None
@@ -206,6 +211,7 @@ class Outcome:
     action: Action
     result: Result
     detail: str = ""
+    transient: bool = False  # a failed write the next tick may not see (a locked board)
 
     @property
     def applied(self) -> bool:

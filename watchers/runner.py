@@ -46,7 +46,9 @@ def execute(
         try:
             applied = store.apply(action, int(now))
         except WatchersError as exc:
-            outcomes.append(Outcome(action, Result.FAILED, str(exc)))
+            outcomes.append(
+                Outcome(action, Result.FAILED, str(exc), transient=isinstance(exc, StoreBusy))
+            )
             continue
         outcomes.append(Outcome(action, Result.APPLIED if applied else Result.RACE_LOST))
     return outcomes
@@ -119,8 +121,20 @@ def run_tick(
 
     try:
         actions, skipped = watcher.plan(store, settings, started)
+        skipped = [*skipped, *store.take_problems()]
         outcomes = execute(store, actions, clock.now(), dry_run)
-        report = finish(outcomes=tuple(outcomes), skipped=tuple(skipped))
+        failed = [o for o in outcomes if o.result is Result.FAILED]
+        if failed:
+            # writes that failed (a full disk, a board locked past the timeout) make the
+            # tick a failed one, so health says so; nothing was half-written
+            report = finish(
+                outcomes=tuple(outcomes),
+                skipped=tuple(skipped),
+                error=f"{len(failed)} of {len(outcomes)} write(s) failed: {failed[0].detail}",
+                transient=all(o.transient for o in failed),
+            )
+        else:
+            report = finish(outcomes=tuple(outcomes), skipped=tuple(skipped))
     except WatchersError as exc:
         report = finish(error=str(exc), transient=isinstance(exc, StoreBusy))
     except Exception as exc:  # a bug must not kill the daemon; the traceback goes to the log

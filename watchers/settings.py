@@ -9,6 +9,7 @@ never echo the value, so a mistyped secret never reaches a log.
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 import re
 import tomllib
@@ -58,6 +59,11 @@ class Rule(_Section):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
+        except (OverflowError, RecursionError, MemoryError, ValueError) as exc:
+            # e.g. `a{99999999999}`: a repeat count the engine cannot hold
+            raise ValueError(
+                f"not a usable regular expression ({type(exc).__name__})"
+            ) from None
         return value
 
 
@@ -314,12 +320,35 @@ def _refuse_plain_secrets(toml_data: Mapping[str, Any], env: Mapping[str, str]) 
             f"provide it as the credential '{METRICS_PASSWORD_CREDENTIAL}' "
             f"in the credentials directory (${CREDENTIALS_ENV})"
         )
-    if f"{ENV_PREFIX}HTTP__BASIC_AUTH_PASSWORD" in {k.upper() for k in env}:
+    names = {k.upper(): k for k in env}
+    whole = names.get(f"{ENV_PREFIX}HTTP")
+    if f"{ENV_PREFIX}HTTP__BASIC_AUTH_PASSWORD" in names or (
+        whole is not None and "basic_auth_password" in _json_keys(env[whole])
+    ):
         raise ConfigError(
             "http.basic_auth_password: not accepted from the environment; "
             f"provide it as the credential '{METRICS_PASSWORD_CREDENTIAL}' "
             f"in the credentials directory (${CREDENTIALS_ENV})"
         )
+
+
+def _json_keys(raw: str) -> set[str]:
+    """The keys of a JSON object given for a whole section (`WATCHERS_HTTP='{…}'`), at
+    any depth; unreadable text has none (the settings loader then rejects it by name)."""
+    try:
+        value = json.loads(raw[:65536])
+    except (ValueError, RecursionError):
+        return set()
+    keys: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            keys.update(str(k).lower() for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return keys
 
 
 def _refuse_unknown_env(environ: Mapping[str, str]) -> None:

@@ -35,7 +35,7 @@ def worker_verdicts(
     out: dict[str, tuple[str, str]] = {}
     for t in running:
         obs: Observation | None = seen.get(t.task_id)
-        if t.claim_lock is None:
+        if not t.claimed:
             out[t.task_id] = NO_CLAIM, "running with no claim"
         elif not is_host_local(t.claim_lock, host, aliases):
             out[t.task_id] = Verdict.REMOTE.value, f"claimed on {t.claim_host}"

@@ -220,7 +220,7 @@ def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list
     for task in snap.running:
         age = attempt_age(task, now)
         past_grace = age is None or age >= s.start_grace_seconds
-        if task.claim_lock is None:
+        if not task.claimed:
             if past_grace:
                 actions.append(_reclaim(task, "no_claim", snap, now))
             continue

@@ -71,7 +71,7 @@ class BoardObserver:
         releasable = [
             t.task_id
             for t in running
-            if t.claim_lock is None
+            if not t.claimed
             or t.worker_pid is None
             or ((obs := observations.get(t.task_id)) is not None and obs.verdict in DEAD_VERDICTS)
         ]

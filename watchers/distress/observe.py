@@ -240,7 +240,7 @@ class DistressObserver:
         stuck_candidates = [
             t
             for t in running
-            if t.claim_lock is not None
+            if t.claimed
             and now - (since := t.last_heartbeat_at or t.attempt_started_at or now)
             >= s.distress.stuck_after_seconds
             and card_needed(cards, t.task_id, "env_blocker", since)

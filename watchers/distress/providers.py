@@ -76,11 +76,18 @@ def hermes_root(configured: Path | None, env: Mapping[str, str] | None = None) -
     return home
 
 
+CONFIG_LIMIT = 1 << 20
+"""A profile's config.yaml is read up to 1 MiB (agents can write it)."""
+
+
 def _read_provider(config: Path) -> str | None:
     try:
         with config.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            text = fh.read(CONFIG_LIMIT + 1)
+        if len(text) > CONFIG_LIMIT:
+            return None  # no profile's config is that large: not one we read
+        data = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError, ValueError):
         return None
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, dict):

@@ -13,6 +13,7 @@ Rules this module keeps (see the board facts in the README):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import sqlite3
@@ -125,6 +126,22 @@ def _task_id(row: Sequence[Any]) -> str:
 
 
 _INT_COLUMNS = (3, 4, 5, 6, 7, 9, 11)
+PID_MAX_LIMIT = 4_194_304  # Linux's PID_MAX_LIMIT: no kernel hands out a larger PID
+
+
+@functools.cache
+def host_pid_max() -> int:
+    """PIDs on this host are below this (`kernel.pid_max`); the kernel's limit if unreadable."""
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as fh:
+            value = int(fh.read(32).strip())
+    except (OSError, ValueError):
+        return PID_MAX_LIMIT
+    return value if 0 < value <= PID_MAX_LIMIT else PID_MAX_LIMIT
+
+
+def _valid_pid(pid: int | None) -> bool:
+    return pid is None or 0 < pid < host_pid_max()
 
 
 def _well_typed_running(row: Sequence[Any]) -> RunningTask | None:
@@ -142,6 +159,8 @@ def _well_typed_running(row: Sequence[Any]) -> RunningTask | None:
     for i in _INT_COLUMNS:
         if row[i] is not None and type(row[i]) is not int:
             return None
+    if not _valid_pid(row[4]):
+        return None
     started = row[10]
     if started is not None and type(started) not in (int, float):
         return None
@@ -237,6 +256,8 @@ class BoardStore:
         self.slug = slug
         self.readonly = readonly
         self._conn = conn
+        self._noted: set[tuple[str, Any]] = set()
+        self._problems: list[SkippedRow] = []
         self.task_columns = self._columns("tasks")
         self.run_columns = self._columns("task_runs")
 
@@ -342,6 +363,31 @@ class BoardStore:
                     guard.execute("COMMIT")
                 guard.close()
 
+    def _json(self, raw: Any, table: str, row_id: Any, task_id: Any) -> dict[str, Any]:
+        """A row's JSON object; one that cannot be read is empty and reported once."""
+        value, problem = parse_json_object(raw)
+        if problem is not None:
+            key = (table, row_id)
+            if key not in self._noted:
+                if len(self._noted) >= 10_000:
+                    self._noted.clear()
+                self._noted.add(key)
+                if len(self._problems) < 100:
+                    self._problems.append(
+                        SkippedRow(
+                            self.slug,
+                            table,
+                            task_id if isinstance(task_id, str) else None,
+                            f"row {row_id}: JSON ignored ({problem})",
+                        )
+                    )
+        return value
+
+    def take_problems(self) -> list[SkippedRow]:
+        """Rows read since the last call whose JSON was ignored (each reported once)."""
+        out, self._problems = self._problems, []
+        return out
+
     def _columns(self, table: str) -> frozenset[str]:
         return frozenset(r[1] for r in self._conn.execute(f"PRAGMA table_info({table})"))
 
@@ -434,13 +480,18 @@ class BoardStore:
                 continue
             try:
                 run_started = _opt_int(row, 11, "task_runs.started_at")
+                pid = _opt_int(row, 4, "worker_pid")
+                if not _valid_pid(pid):
+                    raise _Malformed(
+                        f"worker_pid {pid} is not a PID on this host (1 to {host_pid_max() - 1})"
+                    )
                 tasks.append(
                     RunningTask(
                         task_id=task_id,
                         assignee=_opt_text(row, 1, "assignee"),
                         claim_lock=_opt_text(row, 2, "claim_lock"),
                         claim_expires=_opt_int(row, 3, "claim_expires"),
-                        worker_pid=_opt_int(row, 4, "worker_pid"),
+                        worker_pid=pid,
                         current_run_id=_opt_int(row, 5, "current_run_id"),
                         attempt_started_at=(
                             run_started
@@ -620,7 +671,7 @@ class BoardStore:
             )
             while rows := cur.fetchmany(500):
                 for row in rows:
-                    event = _event_row(row)
+                    event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
                     if event is not None:
                         yield event
         except sqlite3.Error as exc:
@@ -669,7 +720,7 @@ class BoardStore:
         )
         out = []
         for row in rows:
-            event = _event_row(row)
+            event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
             if event is not None:
                 out.append(event)
         return out
@@ -819,7 +870,7 @@ class BoardStore:
             ):
                 if not isinstance(row[0], str) or isinstance(row[0], _Undecodable):
                     continue
-                lane = lane_of(_payload(row[1]))
+                lane = lane_of(_payload(row[1]))  # a cut payload is simply not a review claim
                 if lane != READY:
                     out[row[0]] = lane
         return out
@@ -854,7 +905,7 @@ class BoardStore:
         resets: list[int] = []
         escalated = False
         for row in rows:
-            payload = _payload(row[2])
+            payload = self._json(row[2], "task_events", row[0], task_id)
             if payload.get("by") != AUTHOR:
                 continue
             if row[1] == "unblocked" and payload.get("reset") and isinstance(row[3], int):
@@ -1196,16 +1247,17 @@ def insert_event(
     )
 
 
-def _event_row(row: Sequence[Any]) -> EventRow | None:
+def _event_row(row: Sequence[Any], payload: dict[str, Any]) -> EventRow | None:
     """An EventRow from (id, task_id, kind, created_at, payload, profile, outcome, error,
-    run_id); None when the row cannot be read (it cannot be acted on either)."""
+    run_id) and its parsed payload; None when the row cannot be read (it cannot be acted
+    on either)."""
     try:
         return EventRow(
             event_id=_req_int(row, 0, "task_events.id"),
             task_id=_task_id(row[1:]),
             kind=_opt_text(row, 2, "kind") or "",
             created_at=_req_int(row, 3, "created_at"),
-            payload=_payload(row[4]),
+            payload=payload,
             run_profile=_opt_text(row, 5, "profile"),
             run_outcome=_opt_text(row, 6, "outcome"),
             run_error=_opt_text(row, 7, "error"),
@@ -1215,11 +1267,45 @@ def _event_row(row: Sequence[Any]) -> EventRow | None:
         return None
 
 
-def _payload(raw: Any) -> dict[str, Any]:
+MAX_JSON_CHARS = 65_536
+"""A payload or metadata text longer than this is not parsed (Hermes writes a few hundred)."""
+MAX_JSON_DEPTH = 32
+"""Nor one nested deeper (Hermes nests two or three levels)."""
+
+
+def _depth_ok(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def parse_json_object(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """A JSON object from untrusted text, bounded in size and depth: (object, problem).
+    NULL, empty text and JSON that is not an object are simply empty; text that cannot be
+    read within the bounds is empty too, with the problem named."""
+    if raw is None or raw == "":
+        return {}, None
     if not isinstance(raw, str) or isinstance(raw, _Undecodable):
-        return {}
+        return {}, "not valid UTF-8 text"
+    if len(raw) > MAX_JSON_CHARS:
+        return {}, f"longer than {MAX_JSON_CHARS} characters"
     try:
         value = json.loads(raw)
+    except RecursionError:
+        return {}, f"nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        return {}, "not valid JSON"
+    if not _depth_ok(value):
+        return {}, f"nested deeper than {MAX_JSON_DEPTH} levels"
+    return (value, None) if isinstance(value, dict) else ({}, None)
+
+
+def _payload(raw: Any) -> dict[str, Any]:
+    return parse_json_object(raw)[0]
