@@ -26,7 +26,11 @@ BLOCKER_TYPES = (
     "iteration_budget",
     "rate_limited",
 )
+CARD_MARK = "[BLOCKED]"
+"""Every distress card's title contains this; the SQL prefilter looks for it (instr), and
+`parse_card_title` decides. One definition, used wherever a card is looked for."""
 CARD_TITLE = re.compile(r"^\s*\[BLOCKED\]\s+(t_[0-9A-Za-z]+)\s+([a-z_]+)")
+"""Any whitespace between the parts (tabs, no-break spaces: workers write their own)."""
 TITLE_LIMIT = 120
 EXCERPT_LIMIT = 300
 SCOPE_LIMIT = 10

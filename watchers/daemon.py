@@ -104,6 +104,7 @@ class Daemon:
         self._scheduler: BackgroundScheduler | None = None
         self.last_success: dict[tuple[str, str], float] = {}
         self.last_report: dict[tuple[str, str], TickReport] = {}
+        self.unusable: dict[str, str] = {}  # board slug -> why it cannot be opened now
         self.first_round = threading.Event()
         self.abandoned_ticks = False  # a hung tick outlived shutdown: the process must exit hard
         self._state_lock = threading.Lock()
@@ -172,6 +173,17 @@ class Daemon:
                         "limit_seconds": limit,
                     }
                 )
+        with self._state_lock:
+            unusable = dict(self.unusable)
+        if unusable:
+            return Health(
+                False,
+                {
+                    "status": "board_unusable",
+                    "boards": [{"board": b, "problem": p} for b, p in sorted(unusable.items())],
+                    "stale": stale,
+                },
+            )
         if stale:
             return Health(False, {"status": "stale", "stale": stale})
         return Health(True, {"status": "ok"})
@@ -248,6 +260,13 @@ class Daemon:
                 log.exception("report listener failed")
 
     def _run_job(self, job: _Job, settings: Settings) -> TickReport:
+        if job.store is not None and (change := job.store.replaced()) is not None:
+            # the path now names another file, or none: the open connection reads a file
+            # nobody else sees any more; drop it and open what is there now
+            log.warning("board file changed; reopening", change=change)
+            job.store.close()
+            job.store = None
+        slug = self.slug_of(job.path)
         if job.store is None:
             try:
                 job.store = BoardStore.open(
@@ -258,6 +277,11 @@ class Daemon:
             except (BoardError, StoreBusy) as exc:
                 transient = isinstance(exc, StoreBusy)
                 (log.warning if transient else log.error)("board unusable", error=str(exc))
+                with self._state_lock:
+                    if isinstance(exc, BoardError):
+                        self.unusable[slug] = exc.problem
+                    else:
+                        self.unusable.pop(slug, None)
                 return TickReport(
                     job.watcher.name,
                     self.slug_of(job.path),
@@ -266,6 +290,8 @@ class Daemon:
                     error=str(exc),
                     transient=transient,
                 )
+            with self._state_lock:
+                self.unusable.pop(slug, None)
         report = run_tick(job.watcher, job.store, settings, self.clock)
         if report.error and not report.transient:
             job.store.close()  # reopen next tick: the file may have been replaced

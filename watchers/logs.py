@@ -11,9 +11,7 @@ from typing import Literal
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-_TRACEBACKS = structlog.processors.ExceptionRenderer(
-    ExceptionDictTransformer(show_locals=False)
-)
+_TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
 """structlog's own `dict_tracebacks` includes every frame's local variables (a password
 read from the credentials directory, a token in a request): never."""
 

@@ -30,7 +30,7 @@ from watchers import WATCHER_NAMES, __version__
 from watchers.cards import BLOCKER_TYPES, CardIndex
 from watchers.distress.cooldown import Cooldown
 from watchers.distress.watcher import Distress
-from watchers.errors import WatchersError
+from watchers.errors import StoreBusy, WatchersError
 from watchers.model import ActionKind, Result, TaskStatus, TickReport
 from watchers.probe import ProcessProbe
 from watchers.settings import Settings
@@ -81,6 +81,11 @@ class BoardSnapshot:
     taken: float = 0.0  # monotonic
 
 
+READ_ERRORS = ("busy", "unusable", "unexpected")
+"""Why a board's gauges are stale or missing: locked past the scrape's short timeout;
+missing, unreadable or not a board; anything else (a bug, or a row no parser expected)."""
+
+
 @dataclass(slots=True)
 class _BoardReader:
     """Per-board memory kept between scrapes, so each refresh reads only what is new."""
@@ -88,6 +93,8 @@ class _BoardReader:
     distress: Distress
     cards: CardIndex = field(default_factory=CardIndex)
     snapshot: BoardSnapshot | None = None
+    identity: tuple[int, int] | None = None  # of the file the cards were indexed from
+    error: str | None = None  # why the last read failed (one of READ_ERRORS), None if it did not
 
 
 class BoardCollector(Collector):
@@ -106,6 +113,7 @@ class BoardCollector(Collector):
         self._lock = threading.Lock()
         self._probe: ProcessProbe | None = None
         self._readers: dict[Path, _BoardReader] = {}
+        self.errors: dict[str, str | None] = {}  # board slug -> why its last read failed
 
     def close(self) -> None:
         with self._lock:
@@ -121,6 +129,7 @@ class BoardCollector(Collector):
         settings = self._watched.settings
         paths = self._watched.boards
         out: dict[str, BoardSnapshot] = {}
+        errors: dict[str, str | None] = {}
         with self._lock:
             for gone in set(self._readers) - set(paths):
                 del self._readers[gone]
@@ -134,16 +143,27 @@ class BoardCollector(Collector):
                     time.monotonic() - reader.snapshot.taken < self.max_age
                 )
                 if not fresh:
+                    reader.error = None
                     try:
                         reader.snapshot = self._read(path, reader, self._probe, settings)
-                    except WatchersError as exc:
-                        log.info("metrics: board not read", board=str(path), error=str(exc))
-                        # a new reader's cursors may have moved halfway: start it over
-                        if reader.snapshot is None:
-                            self._readers.pop(path, None)
-                out[self._watched.slug_of(path)] = (
-                    reader.snapshot if reader.snapshot is not None else BoardSnapshot()
-                )
+                    except Exception as exc:  # one board's trouble never fails the scrape
+                        reader.error = _read_error(exc)
+                        (log.error if reader.error == "unexpected" else log.info)(
+                            "metrics: board not read",
+                            board=str(path),
+                            error=f"{type(exc).__name__}: {exc}"[:300],
+                        )
+                        if reader.error == "unexpected" or reader.snapshot is None:
+                            # its cursors may have moved halfway: start it over, keeping
+                            # its last snapshot (stale) if it had one
+                            fresh_reader = _BoardReader(Distress(self._probe))
+                            fresh_reader.snapshot = reader.snapshot
+                            fresh_reader.error = reader.error
+                            self._readers[path] = reader = fresh_reader
+                errors[self._watched.slug_of(path)] = reader.error
+                if reader.snapshot is not None:
+                    out[self._watched.slug_of(path)] = reader.snapshot
+            self.errors = errors
         return out
 
     def _read(
@@ -152,6 +172,8 @@ class BoardCollector(Collector):
         busy = min(self._busy_timeout, settings.store.busy_timeout_seconds)
         store = BoardStore.open(path, busy_timeout=busy, readonly=True)
         try:
+            if reader.identity != store.identity:  # another file at this path: index anew
+                reader.cards, reader.identity = CardIndex(), store.identity
             now = time.time()
             counts, _ = store.status_counts()
             running, _ = store.running_tasks()
@@ -216,6 +238,17 @@ class BoardCollector(Collector):
         yield workers
         yield cards
 
+        errors = GaugeMetricFamily(
+            "watchers_board_read_error",
+            "1 while a board's gauges are stale or missing because the scrape could not read "
+            "it, by reason (busy, unusable, unexpected); else 0.",
+            labels=["board", "reason"],
+        )
+        for board, error in sorted(self.errors.items()):
+            for reason in READ_ERRORS:
+                errors.add_metric([board, reason], 1.0 if error == reason else 0.0)
+        yield errors
+
         cooling = GaugeMetricFamily(
             "watchers_provider_cooling",
             "1 while a provider is cooling down after rate limits (on any board), else 0.",
@@ -232,6 +265,14 @@ class BoardCollector(Collector):
             until.add_metric([provider], c.until if c is not None and on else 0.0)
         yield cooling
         yield until
+
+
+def _read_error(exc: BaseException) -> str:
+    if isinstance(exc, StoreBusy):
+        return "busy"
+    if isinstance(exc, WatchersError):
+        return "unusable"
+    return "unexpected"
 
 
 def _with_extra(known: Iterable[str], seen: Mapping[str, int]) -> list[str]:

@@ -61,9 +61,7 @@ class Rule(_Section):
             raise ValueError(f"not a valid regular expression: {exc}") from None
         except (OverflowError, RecursionError, MemoryError, ValueError) as exc:
             # e.g. `a{99999999999}`: a repeat count the engine cannot hold
-            raise ValueError(
-                f"not a usable regular expression ({type(exc).__name__})"
-            ) from None
+            raise ValueError(f"not a usable regular expression ({type(exc).__name__})") from None
         return value
 
 

@@ -75,7 +75,7 @@ class CompatBoard(HermesBoard):
 
 
 @pytest.fixture(params=FLAVOURS)
-def compat_board(request: pytest.FixtureRequest, hermes_home: Path) -> Iterator[CompatBoard]:  # noqa: F811
+def compat_board(request: pytest.FixtureRequest, hermes_home: Path) -> Iterator[CompatBoard]:
     """Hermes's default board, created by the imported release (then migrated, for
     `newer`); every worker it spawned is ended at teardown."""
     path = hermes_home / "kanban.db"

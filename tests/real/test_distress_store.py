@@ -172,3 +172,45 @@ def test_a_stuck_running_task_gets_a_card_and_keeps_running(board, dispatcher, h
     assert rows(board, "SELECT status FROM tasks WHERE id = ?", (task,)) == [("running",)]
     assert outcome.action.evidence["verdict"] == "alive"
     assert distress_tick(board, s).outcomes == ()
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "[BLOCKED]\t{task} rate_limited",
+        "[BLOCKED]\u00a0{task}\u00a0rate_limited",
+        "  [BLOCKED]  {task}   rate_limited (written by the worker)",
+    ],
+    ids=["tab", "no-break-space", "leading-and-double-spaces"],
+)
+def test_a_workers_own_card_however_spaced_is_the_one_open_card(
+    board, dispatcher, hermes_root, title
+):
+    """The index and the write's duplicate check share one definition of a card."""
+    task = dispatcher.create_task("Docs", "gpt")
+    own = dispatcher.create_task(title.format(task=task), "orchestrator")
+    rate_limited(dispatcher, task)
+    s = settings_for(hermes_root)
+    first = distress_tick(board, s)
+    assert first.ok and first.outcomes == ()
+    cards = rows(board, "SELECT id FROM tasks WHERE instr(title, '[BLOCKED]') > 0")
+    assert cards == [(own,)]
+
+
+def test_the_write_finds_a_differently_spaced_card_under_its_lock(board, dispatcher, hermes_root):
+    """Decided before the worker's card appeared: the write itself refuses the duplicate."""
+    task = dispatcher.create_task("Docs", "gpt")
+    rate_limited(dispatcher, task)
+    s = settings_for(hermes_root)
+    probe = ProcessProbe()
+    store = BoardStore.open(board)
+    try:
+        watcher = Distress(probe)
+        actions, _ = watcher.plan(store, s, time.time())
+        [card] = [a for a in actions if a.kind.value == "card"]
+        dispatcher.create_task(f"[BLOCKED]\u00a0{task}\trate_limited", "orchestrator")
+        [outcome] = execute(store, [card], time.time(), dry_run=False)
+    finally:
+        store.close()
+        probe.close()
+    assert outcome.result is Result.RACE_LOST

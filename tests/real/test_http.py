@@ -171,7 +171,7 @@ def test_every_contract_metric_exists_at_zero_and_readyz_waits_for_the_first_rou
     [info] = [k for k in parsed if k[0] == "watchers_build_info"]
     assert dict(info[1])["version"]
     allowed = {"watcher", "action", "outcome", "board", "status", "verdict", "blocker_type"}
-    allowed |= {"provider", "version", "le"}  # never a task id
+    allowed |= {"provider", "version", "le", "reason"}  # never a task id
     assert {k for _, labels in parsed for k, _ in labels} <= allowed
 
     assert wait_for(lambda: s.get("/readyz")[0] == 200, 15)
@@ -253,8 +253,11 @@ def test_healthz_names_the_board_whose_ticks_keep_failing_and_scrapes_stay_quick
         assert status == 200 and time.monotonic() - t0 < 3
         parsed = samples(body)
         assert value(parsed, "watchers_ticks_total", watcher="auto-heal", outcome="skipped") >= 1
-        assert value(parsed, "watchers_board_tasks", board="locked", status="ready") == 0
+        # never read (locked since before the first scrape): its gauges are missing, and why
+        assert value(parsed, "watchers_board_tasks", board="locked", status="ready") is None
+        assert value(parsed, "watchers_board_read_error", board="locked", reason="busy") == 1
         assert value(parsed, "watchers_board_tasks", board="default", status="ready") == 0
+        assert value(parsed, "watchers_board_read_error", board="default", reason="busy") == 0
         assert s.get("/readyz")[0] == 200
     finally:
         conn.execute("ROLLBACK")

@@ -238,9 +238,10 @@ def test_malformed_rows_are_skipped_and_named_while_the_rest_is_healed(board, di
     assert {(s.task_id, s.problem) for s in report.skipped} == {
         (bad_text, "assignee is not valid UTF-8"),
         (bad_pid, "worker_pid is not an integer"),
+        (odd, "unknown status 'runnning'"),
     }
     warned = {e.get("task") for e in logs if e["event"] == "row skipped"}
-    assert warned == {bad_text, bad_pid}
+    assert warned == {bad_text, bad_pid, odd}
     store = BoardStore.open(board, readonly=True)
     counts, skipped = store.status_counts()
     store.close()

@@ -84,6 +84,8 @@ def test_the_unit_says_what_the_daemon_needs():
     assert not any(s.startswith("StartLimit") for s in service)
     assert "User=agents" in service
     assert "LoadCredential=metrics-password:/etc/kanban-watchers/metrics-password" in service
+    # the password file is optional: this default makes a missing one non-fatal
+    assert "SetCredential=metrics-password:\\n" in service
     assert any(
         s.startswith(f"ExecStart={EXEC} run --config /etc/kanban-watchers/") for s in service
     )
@@ -91,6 +93,8 @@ def test_the_unit_says_what_the_daemon_needs():
     # /proc must stay visible to psutil, or every worker looks dead
     for forbidden in ("ProtectProc=invisible", "ProcSubset=pid", "DynamicUser=yes"):
         assert forbidden not in body
+    # RemoveIPC= with User=agents would delete the agents' own IPC objects at every stop
+    assert not any(s.startswith("RemoveIPC=") for s in service)
     # not on systemd 252
     for forbidden in ("Type=notify-reload", "ImportCredential="):
         assert forbidden not in body

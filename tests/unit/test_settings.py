@@ -191,3 +191,10 @@ def test_boards_get_unique_names_even_when_hermes_slugs_collide(tmp_path):
     a, b = tmp_path / "a" / "kanban.db", tmp_path / "b" / "kanban.db"
     ops = tmp_path / "root" / "kanban" / "boards" / "ops" / "kanban.db"
     assert unique_slugs([b, ops, a]) == {a: "default", b: "default-2", ops: "ops"}
+
+
+def test_a_credential_that_is_only_whitespace_is_no_password(tmp_path, monkeypatch):
+    """The unit's default credential (a lone newline) means: no basic auth."""
+    (tmp_path / "metrics-password").write_text("\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_settings().http.basic_auth_password is None

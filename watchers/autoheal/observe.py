@@ -47,6 +47,7 @@ class BoardObserver:
     cursor: int | None = None
     candidates: dict[str, StatusEvent] = field(default_factory=dict)
     history: dict[tuple[str, int], _History] = field(default_factory=dict)
+    reported: set[tuple[str, str]] = field(default_factory=set)  # unknown statuses told
 
     def snapshot(
         self,
@@ -57,6 +58,7 @@ class BoardObserver:
         now: float,
     ) -> tuple[HealSnapshot, list[SkippedRow]]:
         running, skipped = store.running_tasks()
+        skipped.extend(self._unknown_statuses(store))
         observations = probe.observe(
             self._refs(running, settings, host, now), settings.spawn_slack_seconds
         )
@@ -88,6 +90,18 @@ class BoardObserver:
             ),
             skipped,
         )
+
+    def _unknown_statuses(self, store: BoardStore) -> list[SkippedRow]:
+        """Tasks in a status no Hermes release writes: reported once each, never touched."""
+        found = store.unknown_status_tasks()
+        new = [(t, s) for t, s in found if (t, s) not in self.reported]
+        if len(self.reported) > 10_000:
+            self.reported.clear()
+        self.reported.update(new)
+        return [
+            SkippedRow(store.slug, "tasks", task_id, f"unknown status {status}")
+            for task_id, status in new
+        ]
 
     @staticmethod
     def _refs(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from watchers.autoheal import WATCHER
 from watchers.autoheal.decide import decide
 from watchers.autoheal.observe import BoardObserver
 from watchers.model import Action, SkippedRow
 from watchers.probe import Probe
 from watchers.settings import Settings
-from watchers.store.board import BoardStore
+from watchers.store.board import BoardStore, PerBoard
 
 
 class AutoHeal:
@@ -18,12 +16,12 @@ class AutoHeal:
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
-        self._observers: dict[Path, BoardObserver] = {}
+        self._observers = PerBoard(BoardObserver)
 
     def plan(
         self, store: BoardStore, settings: Settings, now: float
     ) -> tuple[list[Action], list[SkippedRow]]:
-        observer = self._observers.setdefault(store.path.resolve(), BoardObserver())
+        observer = self._observers.of(store)
         host = settings.hostname or self.probe.hostname
         snapshot, skipped = observer.snapshot(store, self.probe, settings.auto_heal, host, now)
         return decide(snapshot, settings.auto_heal, now), skipped

@@ -13,17 +13,15 @@ import contextlib
 import ctypes
 import gc
 import re
-import subprocess
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from watchers.budget.budgets import BodyBudgets, Budgets, parse_body, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
 from watchers.budget.fingerprint import fingerprint
 from watchers.cards import CardIndex, SourceTask, scope_exclusions
-from watchers.distress.observe import workspace_state
 from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
+from watchers.hermes.workspace import touched_files, workspace_state
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
 from watchers.settings import Settings
 from watchers.store.board import (
@@ -132,37 +130,6 @@ def scope_lines(body: str) -> tuple[str, ...]:
             continue
         out.append(line)
     return tuple(out[:8])
-
-
-def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
-    """Files changed in a git workspace against its base branch (short timeout)."""
-    if not path or not Path(path).is_dir():
-        return ()
-
-    def git(*args: str) -> str | None:
-        try:
-            r = subprocess.run(
-                ["git", "-C", path, *args],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return r.stdout if r.returncode == 0 else None
-
-    base = None
-    for ref in ("origin/HEAD", "main", "master"):
-        found = git("merge-base", "HEAD", ref)
-        if found:
-            base = found.strip()
-            break
-    stat = git("diff", "--stat=200", "--no-color", base or "HEAD")
-    if not stat:
-        return ()
-    files = [line.split("|")[0].strip() for line in stat.splitlines() if "|" in line]
-    return tuple(files[:10])
 
 
 def _release_memory() -> None:

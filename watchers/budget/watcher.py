@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from watchers.budget import WATCHER
 from watchers.budget.decide import decide
 from watchers.budget.observe import BudgetObserver
 from watchers.model import Action, SkippedRow
 from watchers.probe import Probe
 from watchers.settings import Settings
-from watchers.store.board import BoardStore
+from watchers.store.board import BoardStore, PerBoard
 
 
 class Budget:
@@ -18,11 +16,11 @@ class Budget:
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe  # unused: this watcher never looks at (or touches) a process
-        self._observers: dict[Path, BudgetObserver] = {}
+        self._observers = PerBoard(BudgetObserver)
 
     def plan(
         self, store: BoardStore, settings: Settings, now: float
     ) -> tuple[list[Action], list[SkippedRow]]:
-        observer = self._observers.setdefault(store.path.resolve(), BudgetObserver())
+        observer = self._observers.of(store)
         snapshot, skipped = observer.snapshot(store, settings, now)
         return decide(snapshot, settings, now), skipped

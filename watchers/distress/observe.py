@@ -10,9 +10,7 @@ rowid; open cards are re-checked every tick.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.cards import CardIndex, SourceTask, card_needed
@@ -26,6 +24,7 @@ from watchers.distress.decide import (
 from watchers.distress.providers import ProfileReader, ProviderMap, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
 from watchers.hermes.events import READY, STATE_KINDS_NEWER
+from watchers.hermes.workspace import workspace_state
 from watchers.model import SkippedRow, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings
@@ -54,35 +53,6 @@ class _Memory:
     completed_at: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, tuple[int, dict[str, object], int]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
-
-
-def workspace_state(path: str | None, timeout: float) -> str:
-    """committed | uncommitted | stashed(<name>) | unknown, from git, with a short timeout."""
-    if not path or not Path(path).is_dir():
-        return "unknown"
-    try:
-        status = subprocess.run(
-            ["git", "-C", path, "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if status.returncode != 0:
-            return "unknown"
-        if status.stdout.strip():
-            return "uncommitted"
-        stash = subprocess.run(
-            ["git", "-C", path, "stash", "list", "--format=%gd"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        first = stash.stdout.strip().splitlines()[0] if stash.stdout.strip() else ""
-        return f"stashed({first})" if first else "committed"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 class DistressObserver:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown
 from watchers.distress.decide import decide
@@ -11,7 +9,7 @@ from watchers.distress.observe import DistressObserver
 from watchers.model import Action, SkippedRow
 from watchers.probe import Probe
 from watchers.settings import Settings
-from watchers.store.board import BoardStore
+from watchers.store.board import BoardStore, PerBoard
 
 
 class Distress:
@@ -19,10 +17,10 @@ class Distress:
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
-        self._observers: dict[Path, DistressObserver] = {}
+        self._observers = PerBoard(DistressObserver)
 
     def observer(self, store: BoardStore) -> DistressObserver:
-        return self._observers.setdefault(store.path.resolve(), DistressObserver())
+        return self._observers.of(store)
 
     def plan(
         self, store: BoardStore, settings: Settings, now: float

@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from watchers.cards import CARD_MARK, parse_card_title
 from watchers.errors import BoardError, WatchersError, classify_sqlite_error
 from watchers.hermes.events import LANES, READY, STATE_CHANGE_KINDS, lane_of
 from watchers.model import (
@@ -34,6 +36,8 @@ from watchers.model import (
     SkippedRow,
 )
 from watchers.store.schema import REQUIRED_TABLES, REQUIRED_TASK_COLUMNS
+
+_T = TypeVar("_T")
 
 AUTHOR = "watchers"
 """`created_by` / comment author / payload `by` for everything the daemon writes."""
@@ -236,6 +240,14 @@ class ResetHistory:
     escalated: bool
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def board_slug(path: Path) -> str:
     """The board's name as Hermes knows it: `default` for `<root>/kanban.db`,
     `<slug>` for `<root>/kanban/boards/<slug>/kanban.db`, else the file's stem."""
@@ -256,6 +268,7 @@ class BoardStore:
         self.slug = slug
         self.readonly = readonly
         self._conn = conn
+        self.identity = _identity(path)  # the file this connection reads, not just its name
         self._noted: set[tuple[str, Any]] = set()
         self._problems: list[SkippedRow] = []
         self.task_columns = self._columns("tasks")
@@ -331,6 +344,14 @@ class BoardStore:
                 path, f"is not a Hermes board (tasks lacks: {', '.join(sorted(missing_cols))})"
             )
         return store
+
+    def replaced(self) -> str | None:
+        """Is the file at our path still the one we opened? `missing` when nothing is
+        there, `replaced` when another file is (moved over, or deleted and made anew)."""
+        now = _identity(self.path)
+        if now is None:
+            return "missing"
+        return "replaced" if now != self.identity else None
 
     def close(self) -> None:
         """Close without checkpointing the board's WAL away from under Hermes.
@@ -521,6 +542,21 @@ class BoardStore:
                     )
                 )
         return counts, skipped
+
+    def unknown_status_tasks(self, limit: int = 20) -> list[tuple[str, str]]:
+        """(task id, status) of tasks whose status no Hermes release writes, at most `limit`
+        of each such status. Cheap when there are none: the distinct statuses come from
+        Hermes's status index alone."""
+        out: list[tuple[str, str]] = []
+        for (status,) in self._query("SELECT DISTINCT status FROM tasks"):
+            if isinstance(status, str) and status in KNOWN_STATUSES:
+                continue
+            for row in self._query(
+                "SELECT id FROM tasks WHERE status IS ? LIMIT ?", (status, limit)
+            ):
+                if isinstance(row[0], str) and not isinstance(row[0], _Undecodable):
+                    out.append((row[0], repr(status)[:80]))
+        return out
 
     def max_event_id(self) -> int:
         rows = self._query("SELECT COALESCE(MAX(id), 0) FROM task_events")
@@ -761,8 +797,8 @@ class BoardStore:
         out = []
         for row in self._query(
             "SELECT rowid, id, title, status FROM tasks WHERE rowid > ? AND rowid <= ? "
-            "AND title LIKE '[BLOCKED] %' ORDER BY rowid",
-            (after, upto),
+            "AND instr(title, ?) > 0 ORDER BY rowid",
+            (after, upto, CARD_MARK),
         ):
             if all(isinstance(v, str) and not isinstance(v, _Undecodable) for v in row[1:]):
                 out.append((int(row[0]), row[1], row[2], row[3]))
@@ -1161,14 +1197,25 @@ class BoardStore:
         p = action.plan
         title = str(p["title"])
         with self._write() as conn:
-            # One open card per (task, blocker type), whoever wrote it: checked under the
-            # write lock, so a second daemon on the same board finds the first one's card.
-            clash = conn.execute(
-                "SELECT 1 FROM tasks WHERE substr(title, 1, ?) = ? "
-                "AND status NOT IN ('done', 'archived') LIMIT 1",
-                (len(title), title),
-            ).fetchone()
-            if clash is not None:
+            # One open card per (task, blocker type), whoever wrote it and however its
+            # title is spaced: checked under the write lock, so a second daemon on the
+            # same board finds the first one's card.
+            wanted = parse_card_title(title)
+            conn.text_factory = _lenient_text  # an undecodable title is not a card; no error
+            try:
+                titles = conn.execute(
+                    "SELECT title FROM tasks WHERE instr(title, ?) > 0 "
+                    "AND status NOT IN ('done', 'archived')",
+                    (CARD_MARK,),
+                ).fetchall()
+            finally:
+                conn.text_factory = str
+            if any(
+                isinstance(t, str)
+                and not isinstance(t, _Undecodable)
+                and parse_card_title(t) == wanted
+                for (t,) in titles
+            ):
                 return False
             source = conn.execute(
                 "SELECT status FROM tasks WHERE id = ? AND status NOT IN ('done', 'archived')",
@@ -1309,3 +1356,21 @@ def parse_json_object(raw: Any) -> tuple[dict[str, Any], str | None]:
 
 def _payload(raw: Any) -> dict[str, Any]:
     return parse_json_object(raw)[0]
+
+
+class PerBoard(Generic[_T]):
+    """A watcher's memory of each board, kept for the file a store has open: a board
+    replaced under the daemon (another file at the same path) starts from nothing, so no
+    cursor or index of the old file is applied to the new one."""
+
+    def __init__(self, make: Callable[[], _T]) -> None:
+        self._make = make
+        self._items: dict[Path, tuple[tuple[int, int] | None, _T]] = {}
+
+    def of(self, store: BoardStore) -> _T:
+        key = store.path.resolve()
+        entry = self._items.get(key)
+        if entry is None or entry[0] != store.identity:
+            entry = (store.identity, self._make())
+            self._items[key] = entry
+        return entry[1]
