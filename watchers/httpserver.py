@@ -90,6 +90,7 @@ class HttpServer:
         loop, stop, thread = self._loop, self._stop, self._thread
         if loop is None or stop is None or thread is None:
             return
+
         def finish() -> None:
             if not stop.done():
                 stop.set_result(None)

@@ -20,13 +20,10 @@ from tests.interop.interop_harness import (
     provider_model,
     write_profile,
 )
+from tests.interop.test_budget_time import summary
 
 RATE_LIMIT = "HTTP 429 Too Many Requests: rate limit exceeded, retry after 20s"
 HAS_REVIEW_LANE = hasattr(kb, "claim_review_task")
-
-
-def summary(records: list[dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
-    return [(r["task_id"], r["action"], r["reason"], r["applied"]) for r in records]
 
 
 def card_of(board: CompatBoard, task_id: str, blocker: str) -> kb.Task:

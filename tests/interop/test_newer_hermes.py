@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hermes_cli import kanban_db as kb
@@ -22,12 +21,9 @@ from tests.interop.interop_harness import (
     provider_model,
     write_profile,
 )
+from tests.interop.test_budget_time import summary
 
 RATE_LIMIT = "HTTP 429 Too Many Requests: rate limit exceeded"
-
-
-def summary(records: list[dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
-    return [(r["task_id"], r["action"], r["reason"], r["applied"]) for r in records]
 
 
 @pytest.fixture

@@ -278,9 +278,7 @@ def test_no_local_variable_reaches_a_logged_traceback():
 
 def test_a_password_in_a_whole_section_variable_is_refused_by_name(tmp_path):
     """WATCHERS_HTTP='{...}' is another way in: refused like the others, value not echoed."""
-    r = watchers_cli(
-        "check-config", WATCHERS_HTTP='{"basic_auth_password": "hunter2-SECRET"}'
-    )
+    r = watchers_cli("check-config", WATCHERS_HTTP='{"basic_auth_password": "hunter2-SECRET"}')
     assert r.returncode == 78
     assert "http.basic_auth_password" in r.stderr
     assert "hunter2" not in r.stderr + r.stdout

@@ -70,7 +70,7 @@ def trapped_repo(tmp_path: Path) -> tuple[Path, Path]:
     ):
         git(repo, "config", key, value)
     (repo / ".git" / "extra.config").write_text(
-        f"[filter \"inc\"]\n\tclean = {touch('included')}; cat\n"
+        f'[filter "inc"]\n\tclean = {touch("included")}; cat\n'
     )
     info = repo / ".git" / "info"
     info.mkdir(exist_ok=True)

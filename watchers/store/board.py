@@ -144,6 +144,13 @@ def host_pid_max() -> int:
     return value if 0 < value <= PID_MAX_LIMIT else PID_MAX_LIMIT
 
 
+def _chunks(ids: Sequence[Any]) -> Iterator[tuple[Sequence[Any], str]]:
+    """`ids` in slices SQLite takes as one `IN (…)` list, each with its placeholders."""
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _valid_pid(pid: int | None) -> bool:
     return pid is None or 0 < pid < host_pid_max()
 
@@ -606,9 +613,7 @@ class BoardStore:
     def task_states(self, task_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(status, consecutive_failures) for each existing task id."""
         out: dict[str, tuple[str, int]] = {}
-        for start in range(0, len(task_ids), 500):
-            chunk = task_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(task_ids):
             for row in self._query(
                 f"SELECT id, status, consecutive_failures FROM tasks WHERE id IN ({marks})", chunk
             ):
@@ -638,9 +643,7 @@ class BoardStore:
             ]
         else:
             chunks = []
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _chunks(task_ids):
                 chunks.append((f"SELECT {cols} FROM tasks t WHERE id IN ({marks})", chunk))
         out = []
         for sql, params in chunks:
@@ -718,9 +721,7 @@ class BoardStore:
     def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(heartbeats, latest heartbeat event id) per run."""
         out: dict[int, tuple[int, int]] = {}
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(run_ids):
             for run_id, n, last in self._query(
                 f"SELECT run_id, COUNT(*), MAX(id) FROM task_events WHERE run_id IN ({marks}) "
                 "AND kind = 'heartbeat' GROUP BY run_id",
@@ -763,9 +764,7 @@ class BoardStore:
 
     def task_details(self, task_ids: Sequence[str]) -> dict[str, TaskDetail]:
         out: dict[str, TaskDetail] = {}
-        for start in range(0, len(task_ids), 500):
-            chunk = task_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(task_ids):
             for row in self._query(
                 "SELECT id, title, body, status, assignee, "
                 f"{self._col('provider_override')}, {self._col('branch_name')}, "
@@ -895,9 +894,7 @@ class BoardStore:
         """The lane each task's latest attempt was claimed from (its latest `claimed`
         event), for the tasks claimed from a lane other than `ready`; others are absent."""
         out: dict[str, str] = {}
-        for start in range(0, len(task_ids), 500):
-            chunk = task_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(task_ids):
             for row in self._query(
                 "SELECT task_id, substr(payload, 1, ?) FROM task_events WHERE id IN ("
                 f"  SELECT MAX(id) FROM task_events WHERE task_id IN ({marks}) "
@@ -914,9 +911,7 @@ class BoardStore:
     def failure_texts(self, task_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(status, last_failure_error) of each task that has a failure text (capped)."""
         out: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(task_ids), 500):
-            chunk = task_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunks(task_ids):
             for row in self._query(
                 "SELECT id, status, substr(last_failure_error, 1, ?) FROM tasks "
                 f"WHERE id IN ({marks}) AND last_failure_error IS NOT NULL",
