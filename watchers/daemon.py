@@ -14,6 +14,7 @@ import faulthandler
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from watchers.metrics import Metrics
 from watchers.model import TickReport
 from watchers.notify import SystemdNotify
 from watchers.probe import Probe, ProcessProbe
+from watchers.reflex import Reflex
 from watchers.runner import Watcher, run_tick
 from watchers.settings import Settings
 from watchers.store.board import BoardStore, board_slug
@@ -115,6 +117,7 @@ class Daemon:
         self.add_listener(self.metrics.observe)
         self.http: HttpServer | None = None
         self.notify = SystemdNotify(self.health, self.first_round, self._status_line)
+        self.reflex: Reflex | None = Reflex(self.probe, self.wake_auto_heal)
 
     # -- seams -------------------------------------------------------------------
 
@@ -235,6 +238,23 @@ class Daemon:
 
     # -- the job -------------------------------------------------------------------
 
+    def wake_auto_heal(self, board: Path, at: float | None = None) -> bool:
+        """Bring the next auto-heal pass over `board` forward to `at` (epoch seconds; now
+        when None). False when no such job is scheduled."""
+        scheduler, key = self._scheduler, f"{AutoHeal.name}:{board}"
+        if scheduler is None or key not in self._jobs:
+            return False
+        when = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+        try:
+            job = scheduler.get_job(key)
+            if job is None:
+                return False
+            if job.next_run_time is None or when < job.next_run_time:
+                scheduler.modify_job(key, next_run_time=when)
+        except (LookupError, RuntimeError):  # removed by a reload, or shutting down
+            return False
+        return True
+
     def _tick(self, key: str) -> None:
         job = self._jobs.get(key)
         if job is None:
@@ -242,17 +262,26 @@ class Daemon:
         with job.lock:
             job.ticks += 1
             settings = self.settings
+            if self.reflex is not None and isinstance(job.watcher, AutoHeal):
+                self.reflex.pass_started(job.path, time.monotonic())
             with structlog.contextvars.bound_contextvars(
                 watcher=job.watcher.name, board=str(job.path), tick=job.ticks
             ):
                 report = self._run_job(job, settings)
             job.done += 1
+            if isinstance(job.watcher, AutoHeal) and job.store is not None:
+                due = job.watcher.deadline(job.store.path)
+                if due is not None:  # a grace or a backoff ends before the next pass
+                    self.wake_auto_heal(job.path, due)
         with self._state_lock:
             self.last_report[(report.watcher, report.board)] = report
             if report.ok:
                 self.last_success[(report.watcher, report.board)] = report.started_at
-            if not self.first_round.is_set() and all(j.done > 0 for j in self._jobs.values()):
+            first = not self.first_round.is_set() and all(j.done > 0 for j in self._jobs.values())
+            if first:
                 self.first_round.set()
+        if first:
+            log.info("first round done", jobs=len(self._jobs))
         for listener in self._listeners:
             try:
                 listener(report)
@@ -385,6 +414,8 @@ class Daemon:
         scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()
         self.notify.start()
+        if self.reflex is not None:
+            self.reflex.start()
         try:
             self._start_http(settings)
             log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
@@ -439,6 +470,8 @@ class Daemon:
     def _shutdown(self, scheduler: BackgroundScheduler) -> int:
         log.info("stopping: letting running ticks finish")
         self.notify.stopping()
+        if self.reflex is not None:
+            self.reflex.stop()
         timeout = self.settings.daemon.shutdown_timeout_seconds
         if self.http is not None:
             self.http.stop()

@@ -16,6 +16,10 @@ Once a worker is verified ALIVE the probe keeps a pidfd for it: a pidfd names th
 one process, never a later process with the same PID, and one poll() over all of
 them answers "who exited?" for a thousand workers in well under a millisecond.
 Where pidfds are unavailable it compares /proc/<pid>/stat's start time instead.
+
+The same pidfds tell of an exit as it happens: `exited_scopes` blocks (in its own
+thread) until a watched worker exits, and names the scopes that watched it, so the
+daemon can wake the watcher of that board at once instead of at its next tick.
 """
 
 from __future__ import annotations
@@ -61,7 +65,21 @@ class Probe(Protocol):
         """An observation per task id in `refs`. Workers watched for this `scope` and not
         in `refs` are forgotten; other scopes' watches are kept."""
 
+    def exited_scopes(self, timeout: float) -> set[str]:
+        """Block up to `timeout` for watched workers to exit; the scopes that watched them."""
+
     def close(self) -> None: ...
+
+
+def board_scope(watcher: str, board: object) -> str:
+    """The scope a watcher observes one board's workers under: `<watcher>:<board path>`."""
+    return f"{watcher}:{board}"
+
+
+def scope_board(scope: str) -> str | None:
+    """The board path of a `board_scope`, or None for another kind of scope."""
+    _, sep, board = scope.partition(":")
+    return board if sep and board else None
 
 
 class StaticProbe:
@@ -72,6 +90,7 @@ class StaticProbe:
     ) -> None:
         self.hostname = hostname
         self.verdicts = dict(verdicts or {})
+        self._idle = threading.Event()
 
     def observe(
         self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str = "default"
@@ -80,6 +99,10 @@ class StaticProbe:
             r.task_id: self.verdicts.get(r.task_id, Observation(Verdict.ALIVE, "static"))
             for r in refs
         }
+
+    def exited_scopes(self, timeout: float) -> set[str]:
+        self._idle.wait(timeout)  # a table never sees an exit (never set: just waits)
+        return set()
 
     def close(self) -> None:
         pass
@@ -166,6 +189,9 @@ class ProcessProbe:
         self._watches: dict[_Key, _Watch] = {}
         self._by_fd: dict[int, _Key] = {}
         self._poll = select.poll()
+        # exits, reported once each (one-shot): a level-triggered poll would report a dead
+        # worker's pidfd again on every wait until the next tick unwatched it
+        self._exits = select.epoll()
         self._pidfd_ok = hasattr(os, "pidfd_open")
         self._fd_budget = self._raise_fd_limit()
 
@@ -215,6 +241,18 @@ class ProcessProbe:
         with self._lock:
             for key in list(self._watches):
                 self._unwatch(key)
+
+    def exited_scopes(self, timeout: float) -> set[str]:
+        """Block up to `timeout` seconds for watched workers to exit; the scopes that
+        watched them (each exit is reported once; the next `observe` judges it)."""
+        try:
+            ready = self._exits.poll(timeout)
+        except (OSError, ValueError):  # closed under us: nothing more to report
+            return set()
+        if not ready:
+            return set()
+        with self._lock:
+            return {self._by_fd[fd][0] for fd, _ in ready if fd in self._by_fd}
 
     @property
     def watching(self) -> int:
@@ -307,6 +345,7 @@ class ProcessProbe:
                     os.close(pidfd)
                     return
                 self._poll.register(pidfd, select.POLLIN)
+                self._exits.register(pidfd, select.EPOLLIN | select.EPOLLONESHOT)
                 self._by_fd[pidfd] = key
         self._watches[key] = _Watch(pid, create_time, stat_start, pidfd)
 
@@ -316,6 +355,8 @@ class ProcessProbe:
             return
         with contextlib.suppress(KeyError, ValueError):
             self._poll.unregister(watch.pidfd)
+        with contextlib.suppress(OSError, ValueError):
+            self._exits.unregister(watch.pidfd)
         self._by_fd.pop(watch.pidfd, None)
         os.close(watch.pidfd)
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from watchers.autoheal.backoff import compute_backoff
-from watchers.autoheal.decide import decide
+from watchers.autoheal.decide import decide, next_deadline
 from watchers.model import (
     ActionKind,
     FailureRecord,
@@ -391,3 +391,37 @@ def test_a_reviewers_infrastructure_crash_loop_is_reset_into_review():
     [action] = decide(snap(gave_up=[task]), S, NOW)
     assert action.kind is ActionKind.RESET
     assert action.plan["lane"] == "review" and action.evidence["lane"] == "review"
+
+
+# -- deadlines: when the board next needs a pass without any new event ---------------
+
+
+def test_the_next_deadline_is_the_earliest_end_of_a_start_grace():
+    """Workers inside their grace are judged when it ends; older ones are no deadline."""
+    young = running("t_00000001", age=3)
+    younger = running("t_00000002", age=1)
+    old = running("t_00000003", age=60)
+    snapshot = snap(young, younger, old, obs={})
+    assert next_deadline(snapshot, S, NOW) == NOW - 3 + S.start_grace_seconds
+
+
+def test_remote_workers_set_no_deadline_but_unclaimed_rows_do():
+    """A remote claim is never judged here; an unclaimed young row is reclaimed on time."""
+    remote = running("t_00000001", age=1, claim_lock="node-b:1")
+    assert next_deadline(snap(remote, obs={}), S, NOW) is None
+    unclaimed = running("t_00000002", age=1, claim_lock=None, worker_pid=None)
+    assert next_deadline(snap(unclaimed, obs={}), S, NOW) == NOW - 1 + S.start_grace_seconds
+
+
+def test_a_crash_loops_backoff_end_is_a_deadline_until_the_resets_run_out():
+    """Due when its backoff ends; none once max_resets is reached (escalation is now)."""
+    task = gave_up(INFRA, at=NOW - 1)
+    due = next_deadline(snap(gave_up=[task]), S, NOW)
+    assert due is not None and NOW < due <= NOW - 1 + S.reset_backoff_base_seconds
+    spent = gave_up(INFRA, at=NOW - 1, resets=tuple(int(NOW) - 10 for _ in range(S.max_resets)))
+    assert next_deadline(snap(gave_up=[spent]), S, NOW) is None
+
+
+def test_nothing_waiting_is_no_deadline():
+    """An idle board sleeps until its interval."""
+    assert next_deadline(snap(), S, NOW) is None

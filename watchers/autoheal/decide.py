@@ -333,6 +333,34 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
     return actions
 
 
+def next_deadline(snap: HealSnapshot, s: AutoHealSettings, now: float) -> float | None:
+    """When something on this board next becomes decidable without any new event: a
+    start grace that ends (a worker that died inside it is judged then, on time) or a
+    crash loop's backoff that runs out. None when nothing is waiting."""
+    due: list[float] = []
+    for task in snap.running:
+        if task.attempt_started_at is None or (
+            task.claimed and not is_host_local(task.claim_lock, snap.host, s.host_aliases)
+        ):
+            continue  # judged at once, or never by PID here
+        ends = task.attempt_started_at + s.start_grace_seconds
+        if ends > now:
+            due.append(ends)
+    for loop in snap.gave_up:
+        recent = [t for t in loop.reset_times if now - t < s.reset_window_seconds]
+        if len(recent) >= s.max_resets:
+            continue
+        delay = compute_backoff(
+            len(recent),
+            s.reset_backoff_base_seconds,
+            s.reset_backoff_cap_seconds,
+            key=f"{loop.task_id}:{loop.gave_up_event_id}",
+        )
+        if loop.gave_up_at + delay > now:
+            due.append(loop.gave_up_at + delay)
+    return min(due) if due else None
+
+
 def decide(snapshot: HealSnapshot, settings: AutoHealSettings, now: float) -> list[Action]:
     """Every auto-heal action for one board at `now`."""
     return _reap_decisions(snapshot, settings, now) + _crash_loop_decisions(snapshot, settings, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from watchers.autoheal import WATCHER
 from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.hermes.events import READY
 from watchers.model import (
@@ -22,7 +23,7 @@ from watchers.model import (
     SkippedRow,
     Verdict,
 )
-from watchers.probe import Probe, WorkerRef
+from watchers.probe import Probe, WorkerRef, board_scope
 from watchers.settings import AutoHealSettings
 from watchers.store.board import (
     ESCALATED,
@@ -60,7 +61,9 @@ class BoardObserver:
         running, skipped = store.running_tasks()
         skipped.extend(self._unknown_statuses(store))
         observations = probe.observe(
-            self._refs(running, settings, host, now), settings.spawn_slack_seconds
+            self._refs(running, settings, host, now),
+            settings.spawn_slack_seconds,
+            board_scope(WATCHER, store.path),
         )
         streaks = {
             task_id: store.protocol_violation_streak(task_id)

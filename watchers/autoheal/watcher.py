@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from watchers.autoheal import WATCHER
-from watchers.autoheal.decide import decide
+from watchers.autoheal.decide import decide, next_deadline
 from watchers.autoheal.observe import BoardObserver
 from watchers.model import Action, SkippedRow
 from watchers.probe import Probe
@@ -17,6 +19,7 @@ class AutoHeal:
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
         self._observers = PerBoard(BoardObserver)
+        self._deadlines: dict[Path, float | None] = {}
 
     def plan(
         self, store: BoardStore, settings: Settings, now: float
@@ -24,4 +27,9 @@ class AutoHeal:
         observer = self._observers.of(store)
         host = settings.hostname or self.probe.hostname
         snapshot, skipped = observer.snapshot(store, self.probe, settings.auto_heal, host, now)
+        self._deadlines[store.path] = next_deadline(snapshot, settings.auto_heal, now)
         return decide(snapshot, settings.auto_heal, now), skipped
+
+    def deadline(self, board: Path) -> float | None:
+        """When the last pass over `board` said something next falls due (epoch seconds)."""
+        return self._deadlines.get(board)

@@ -26,7 +26,7 @@ from watchers.distress.signals import Signal, classify_text, retry_after_seconds
 from watchers.hermes.events import READY, STATE_KINDS_NEWER
 from watchers.hermes.workspace import workspace_state
 from watchers.model import SkippedRow, Verdict
-from watchers.probe import Probe, WorkerRef
+from watchers.probe import Probe, WorkerRef, board_scope
 from watchers.settings import Settings
 from watchers.store.board import AUTHOR, ESCALATED, BoardStore, EventRow, TaskDetail
 
@@ -250,7 +250,9 @@ class DistressObserver:
             if t.worker_pid is not None
             and is_host_local(t.claim_lock, host, s.auto_heal.host_aliases)
         ]
-        seen = probe.observe(refs, s.auto_heal.spawn_slack_seconds, PROBE_SCOPE)
+        seen = probe.observe(
+            refs, s.auto_heal.spawn_slack_seconds, board_scope(PROBE_SCOPE, store.path)
+        )
         stuck = []
         for t in stuck_candidates:
             d = details.get(t.task_id)
