@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 HERMES_RELEASES := 0.18.2 0.17.0 0.16.0 0.15.2 0.14.0 0.13.0
 RELEASES        := $(VENV)/hermes-releases
 
-.PHONY: demo test lint typecheck unit matrix bench clean
+.PHONY: demo test lint typecheck unit matrix bench bench-torn clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ test: lint typecheck unit matrix
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
+
+# Hermes 0.19's "torn-extend detected" with and without the daemon, side by side (~4 min).
+bench-torn: $(VENV)/.installed-test
+	$(BIN)/python bench/torn_extend.py --seconds 30 --seed-tasks 20000 --rounds 2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

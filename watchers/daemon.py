@@ -55,6 +55,7 @@ class _Job:
     watcher: Watcher
     path: Path
     store: BoardStore | None = None
+    identity: tuple[int, int] | None = None  # the file the last tick read
     lock: threading.Lock = field(default_factory=threading.Lock)
     ticks: int = 0  # started
     done: int = 0  # finished (the first round is over when every job finished one)
@@ -269,8 +270,8 @@ class Daemon:
             ):
                 report = self._run_job(job, settings)
             job.done += 1
-            if isinstance(job.watcher, AutoHeal) and job.store is not None:
-                due = job.watcher.deadline(job.store.path)
+            if isinstance(job.watcher, AutoHeal):
+                due = job.watcher.deadline(job.path)
                 if due is not None:  # a grace or a backoff ends before the next pass
                     self.wake_auto_heal(job.path, due)
         with self._state_lock:
@@ -289,12 +290,6 @@ class Daemon:
                 log.exception("report listener failed")
 
     def _run_job(self, job: _Job, settings: Settings) -> TickReport:
-        if job.store is not None and (change := job.store.replaced()) is not None:
-            # the path now names another file, or none: the open connection reads a file
-            # nobody else sees any more; drop it and open what is there now
-            log.warning("board file changed; reopening", change=change)
-            job.store.close()
-            job.store = None
         slug = self.slug_of(job.path)
         if job.store is None:
             try:
@@ -321,11 +316,21 @@ class Daemon:
                 )
             with self._state_lock:
                 self.unusable.pop(slug, None)
-        report = run_tick(job.watcher, job.store, settings, self.clock)
-        if report.error and not report.transient:
-            job.store.close()  # reopen next tick: the file may have been replaced
+            if job.identity is not None and job.store.identity != job.identity:
+                log.warning("board file changed; reopening", change="replaced")
+            job.identity = job.store.identity
+        try:
+            return run_tick(job.watcher, job.store, settings, self.clock)
+        finally:
+            # No connection of ours stays open between ticks. While one is open, Hermes's
+            # own last close cannot checkpoint and delete the WAL, so Hermes checkpoints
+            # from inside its commits (every 100 pages) instead; one that overlaps any read
+            # of ours stops short, can leave the file shorter than its header's page count,
+            # and Hermes 0.19's post-commit length check then fails the committed write
+            # with "torn-extend detected". Reopened each tick, the board is Hermes's alone
+            # between ticks, as without us (and a replaced file is simply opened anew).
+            job.store.close()
             job.store = None
-        return report
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -312,8 +312,7 @@ class BoardStore:
             raise BoardError(path, f"cannot be opened: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            # Ticks read a few index pages; the OS page cache holds the file anyway, and a
-            # daemon keeps one connection per watcher and board.
+            # Ticks read a few index pages; the OS page cache holds the file anyway.
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if not readonly:
                 # Leave checkpoints to Hermes (it runs one every 100 pages). A checkpoint
@@ -351,14 +350,6 @@ class BoardStore:
                 path, f"is not a Hermes board (tasks lacks: {', '.join(sorted(missing_cols))})"
             )
         return store
-
-    def replaced(self) -> str | None:
-        """Is the file at our path still the one we opened? `missing` when nothing is
-        there, `replaced` when another file is (moved over, or deleted and made anew)."""
-        now = _identity(self.path)
-        if now is None:
-            return "missing"
-        return "replaced" if now != self.identity else None
 
     def close(self) -> None:
         """Close without checkpointing the board's WAL away from under Hermes.
