@@ -1473,7 +1473,7 @@ def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
         prof_text = None
         if profile or statistics.median(samples) > TARGET_TICK_MS:
             prof_text = profile_ticks(lambda: run_tick(heal, store, settings, clock), 20)
-        gave_up = len(heal._observers[path.resolve()].candidates)
+        gave_up = len(heal._observers.peek(path).candidates)  # type: ignore[union-attr]
     finally:
         store.close()
         probe.close()
@@ -1699,7 +1699,8 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
             return budget_decide.unanswered(over, cards, task_id)
         return over[0] if card_needed(cards, task_id, BUDGET_BLOCKER, over[0].since) else None
 
-    obs = bud._observers[store.path.resolve()]
+    obs = bud._observers.peek(store.path)
+    assert obs is not None
     now = time.time()
     snap, _ = obs.snapshot(store, settings, now)  # reads only (every overrun is carded)
     # The snapshot holds only what may need an action; weigh every followed task here.

@@ -168,52 +168,56 @@ class BudgetObserver:
 
     def _load(self, store: BoardStore, running: list[RunningTask]) -> None:
         restarted: set[str] = set()
-        with store.consistent_reads():
-            cursor = store.max_event_id()
-            for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
-                memo = self.memos.get(task_id) or self.memos.setdefault(task_id, _Memo())
-                if outcome == "completed":
-                    memo.restart_episode()
-                    continue
-                if outcome != "rate_limited":  # a quota wall is not the task burning its budget
-                    memo.attempt_runs.add(run_id)
-                memo.last_attempt_at = started
-                if outcome in FAILURE_OUTCOMES and error:
-                    memo.fail(run_id, Failure(fingerprint(error), error, float(started)))
-            for r in store.budget_rows(budget_bodies_only=True):
-                row = _Row.of(r)
-                if r.task_id in self.memos:
-                    self.memos[r.task_id].row = row
-                elif row.worth_following:
-                    self.memos[r.task_id] = _Memo(row=row)
-            for ev in store.events_of_open_tasks(
-                (
-                    "unblocked",
-                    "blocked",
-                    "claimed",
-                    "rate_limited",
-                    *_FAILURE_KINDS,
-                    BUDGET_WARNING,
-                    BUDGET_MALFORMED,
-                    *LANE_EPISODE_KINDS,
-                )
-            ):
-                followed = self.memos.get(ev.task_id)
-                if followed is None:
-                    continue  # nothing this watcher follows
-                if ev.kind in LANE_EPISODE_KINDS:
-                    restarted.add(ev.task_id)  # the runs read above were of another episode
-                elif ev.kind in _FAILURE_KINDS and ev.task_id not in restarted:
-                    # the runs gave the text; the event gives the order
-                    if followed.failures and ev.run_id in followed.failures:
-                        known = followed.failures[ev.run_id]
-                        followed.failures[ev.run_id] = replace(known, event_id=ev.event_id)
-                    continue
-                self._apply(ev, counting_attempts=ev.task_id in restarted)
-            runs = [t.current_run_id for t in running if t.current_run_id is not None]
-            counted = store.heartbeat_counts(runs) if runs else {}
-            self.heartbeats = {r: n for r, (n, _) in counted.items()}
-            self.heartbeat_events = {r: last for r, (_, last) in counted.items()}
+        # No snapshot held across the load (a long read would cut Hermes's checkpoints
+        # short): the event cursor is taken first and the events read are bounded by it;
+        # what changes meanwhile is replayed from the cursor by the next tick, and every
+        # step below is idempotent for a row read twice.
+        cursor = store.max_event_id()
+        for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
+            memo = self.memos.get(task_id) or self.memos.setdefault(task_id, _Memo())
+            if outcome == "completed":
+                memo.restart_episode()
+                continue
+            if outcome != "rate_limited":  # a quota wall is not the task burning its budget
+                memo.attempt_runs.add(run_id)
+            memo.last_attempt_at = started
+            if outcome in FAILURE_OUTCOMES and error:
+                memo.fail(run_id, Failure(fingerprint(error), error, float(started)))
+        for r in store.budget_rows(budget_bodies_only=True):
+            row = _Row.of(r)
+            if r.task_id in self.memos:
+                self.memos[r.task_id].row = row
+            elif row.worth_following:
+                self.memos[r.task_id] = _Memo(row=row)
+        for ev in store.events_of_open_tasks(
+            (
+                "unblocked",
+                "blocked",
+                "claimed",
+                "rate_limited",
+                *_FAILURE_KINDS,
+                BUDGET_WARNING,
+                BUDGET_MALFORMED,
+                *LANE_EPISODE_KINDS,
+            ),
+            cursor,
+        ):
+            followed = self.memos.get(ev.task_id)
+            if followed is None:
+                continue  # nothing this watcher follows
+            if ev.kind in LANE_EPISODE_KINDS:
+                restarted.add(ev.task_id)  # the runs read above were of another episode
+            elif ev.kind in _FAILURE_KINDS and ev.task_id not in restarted:
+                # the runs gave the text; the event gives the order
+                if followed.failures and ev.run_id in followed.failures:
+                    known = followed.failures[ev.run_id]
+                    followed.failures[ev.run_id] = replace(known, event_id=ev.event_id)
+                continue
+            self._apply(ev, counting_attempts=ev.task_id in restarted)
+        runs = [t.current_run_id for t in running if t.current_run_id is not None]
+        counted = store.heartbeat_counts(runs, cursor) if runs else {}
+        self.heartbeats = {r: n for r, (n, _) in counted.items()}
+        self.heartbeat_events = {r: last for r, (_, last) in counted.items()}
         self.cursor = cursor
         self.dirty = {t for t, m in self.memos.items() if m.row is None}
         self.touched = set(self.memos)

@@ -460,19 +460,6 @@ class BoardStore:
 
     # -- reads -----------------------------------------------------------------
 
-    @contextmanager
-    def consistent_reads(self) -> Iterator[None]:
-        """Reads inside see one snapshot of the board (a deferred read transaction)."""
-        try:
-            self._conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("COMMIT")
-
     def _col(self, name: str, alias: str = "t") -> str:
         return f"{alias}.{name}" if name in self.task_columns else "NULL"
 
@@ -620,103 +607,119 @@ class BoardStore:
     def budget_rows(
         self, task_ids: Sequence[str] | None = None, *, budget_bodies_only: bool = False
     ) -> list[BudgetRow]:
-        """Budget-relevant fields of the given tasks, or of every task not done/archived.
-        With `budget_bodies_only`, a body is returned only when it mentions a budget."""
+        """Budget-relevant fields of the given tasks, or of every task not done/archived
+        (read in pages). With `budget_bodies_only`, a body is returned only when it
+        mentions a budget."""
         body = "CASE WHEN body LIKE '%budget%' THEN body END" if budget_bodies_only else "body"
         cols = (
-            f"id, status, assignee, {body}, {self._col('max_runtime_seconds')}, "
+            f"t.rowid, id, status, assignee, {body}, {self._col('max_runtime_seconds')}, "
             f"{self._col('goal_max_turns')}, {self._col('max_retries')}, "
             f"{self._col('block_recurrences')}"
         )
+        rows: Iterable[tuple[Any, ...]]
         if task_ids is None:
-            chunks: list[tuple[str, Sequence[Any]]] = [
-                (f"SELECT {cols} FROM tasks t WHERE status NOT IN ('done', 'archived')", ())
-            ]
+            rows = self._pages(
+                f"SELECT {cols} FROM tasks t WHERE t.rowid > ? "
+                "AND status NOT IN ('done', 'archived') ORDER BY t.rowid LIMIT ?",
+                (),
+                page=1000,
+            )
         else:
-            chunks = []
-            for chunk, marks in _chunks(task_ids):
-                chunks.append((f"SELECT {cols} FROM tasks t WHERE id IN ({marks})", chunk))
+            rows = (
+                row
+                for chunk, marks in _chunks(task_ids)
+                for row in self._query(f"SELECT {cols} FROM tasks t WHERE id IN ({marks})", chunk)
+            )
         out = []
-        for sql, params in chunks:
-            for row in self._query(sql, params):
-                try:
-                    out.append(
-                        BudgetRow(
-                            task_id=_task_id(row),
-                            status=_opt_text(row, 1, "status") or "",
-                            assignee=_opt_text(row, 2, "assignee"),
-                            body=_opt_text(row, 3, "body") or "",
-                            max_runtime_seconds=_opt_int(row, 4, "max_runtime_seconds"),
-                            goal_max_turns=_opt_int(row, 5, "goal_max_turns"),
-                            max_retries=_opt_int(row, 6, "max_retries"),
-                            block_recurrences=_opt_int(row, 7, "block_recurrences") or 0,
-                        )
+        for full in rows:
+            row = full[1:]
+            try:
+                out.append(
+                    BudgetRow(
+                        task_id=_task_id(row),
+                        status=_opt_text(row, 1, "status") or "",
+                        assignee=_opt_text(row, 2, "assignee"),
+                        body=_opt_text(row, 3, "body") or "",
+                        max_runtime_seconds=_opt_int(row, 4, "max_runtime_seconds"),
+                        goal_max_turns=_opt_int(row, 5, "goal_max_turns"),
+                        max_retries=_opt_int(row, 6, "max_retries"),
+                        block_recurrences=_opt_int(row, 7, "block_recurrences") or 0,
                     )
-                except _Malformed:
-                    continue
+                )
+            except _Malformed:
+                continue
         return out
+
+    def _pages(self, sql: str, params: Sequence[Any], page: int = 500) -> Iterator[tuple[Any, ...]]:
+        """Rows of `sql` (which takes `? ` for the last key seen, then `params`, and ends
+        in `ORDER BY <key> LIMIT ?`), read in pages: each page is its own short read, so
+        no read transaction of ours spans the whole scan (a long one would cut Hermes's
+        checkpoints short; see the README's torn-extend caveat). The key is column 0."""
+        after = 0
+        self._conn.text_factory = _lenient_text
+        try:
+            while True:
+                rows = self._conn.execute(sql, (after, *params, page)).fetchall()
+                yield from rows
+                if len(rows) < page:
+                    return
+                after = rows[-1][0]
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        finally:
+            self._conn.text_factory = str
 
     def runs_of_open_tasks(self) -> Iterator[tuple[str, int, int, str | None, str | None]]:
         """(task id, run id, started_at, outcome, error) of every task not done/archived,
-        oldest first, streamed (the error texts of a large board need not all be in memory
-        at once). Undecodable rows are skipped."""
-        self._conn.text_factory = _lenient_text
-        try:
-            cur = self._conn.execute(
-                "SELECT r.task_id, r.id, r.started_at, r.outcome, r.error FROM task_runs r "
-                "JOIN tasks t ON t.id = r.task_id WHERE t.status NOT IN ('done', 'archived') "
-                "ORDER BY r.id"
-            )
-            while rows := cur.fetchmany(500):
-                for row in rows:
-                    try:
-                        yield (
-                            _task_id(row),
-                            _req_int(row, 1, "task_runs.id"),
-                            _req_int(row, 2, "started_at"),
-                            _opt_text(row, 3, "outcome"),
-                            _opt_text(row, 4, "error"),
-                        )
-                    except _Malformed:
-                        continue
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
-        finally:
-            self._conn.text_factory = str
+        oldest first, in pages (the error texts of a large board need not all be in memory
+        at once, nor read in one long transaction). Undecodable rows are skipped."""
+        for row in self._pages(
+            "SELECT r.id, r.task_id, r.started_at, r.outcome, r.error FROM task_runs r "
+            "JOIN tasks t ON t.id = r.task_id WHERE r.id > ? "
+            "AND t.status NOT IN ('done', 'archived') ORDER BY r.id LIMIT ?",
+            (),
+        ):
+            try:
+                yield (
+                    _task_id(row[1:]),
+                    _req_int(row, 0, "task_runs.id"),
+                    _req_int(row, 2, "started_at"),
+                    _opt_text(row, 3, "outcome"),
+                    _opt_text(row, 4, "error"),
+                )
+            except _Malformed:
+                continue
 
-    def events_of_open_tasks(self, kinds: Iterable[str]) -> Iterator[EventRow]:
-        """Events of the given kinds of every task not done/archived, oldest first,
-        streamed; payloads only where a budget needs them. Undecodable rows are skipped."""
+    def events_of_open_tasks(self, kinds: Iterable[str], upto: int) -> Iterator[EventRow]:
+        """Events of the given kinds, with ids up to `upto`, of every task not done/archived,
+        oldest first, in pages; payloads only where a budget needs them. Undecodable rows
+        are skipped."""
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
-        self._conn.text_factory = _lenient_text
-        try:
-            cur = self._conn.execute(
-                "SELECT e.id, e.task_id, e.kind, e.created_at, "
-                "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
-                "THEN e.payload END, NULL, NULL, NULL, e.run_id "
-                "FROM task_events e JOIN tasks t ON t.id = e.task_id "
-                f"WHERE t.status NOT IN ('done', 'archived') AND e.kind IN ({marks}) ORDER BY e.id",
-                kinds,
-            )
-            while rows := cur.fetchmany(500):
-                for row in rows:
-                    event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
-                    if event is not None:
-                        yield event
-        except sqlite3.Error as exc:
-            raise self._fail(exc) from exc
-        finally:
-            self._conn.text_factory = str
+        for row in self._pages(
+            "SELECT e.id, e.task_id, e.kind, e.created_at, "
+            "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
+            "THEN e.payload END, NULL, NULL, NULL, e.run_id "
+            "FROM task_events e JOIN tasks t ON t.id = e.task_id "
+            f"WHERE e.id > ? AND e.id <= ? AND t.status NOT IN ('done', 'archived') "
+            f"AND e.kind IN ({marks}) ORDER BY e.id LIMIT ?",
+            (upto, *kinds),
+        ):
+            event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
+            if event is not None:
+                yield event
 
-    def heartbeat_counts(self, run_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """(heartbeats, latest heartbeat event id) per run."""
+    def heartbeat_counts(
+        self, run_ids: Sequence[int], upto: int | None = None
+    ) -> dict[int, tuple[int, int]]:
+        """(heartbeats, latest heartbeat event id) per run, counting events up to `upto`."""
         out: dict[int, tuple[int, int]] = {}
+        limit = upto if upto is not None else 2**62
         for chunk, marks in _chunks(run_ids):
             for run_id, n, last in self._query(
                 f"SELECT run_id, COUNT(*), MAX(id) FROM task_events WHERE run_id IN ({marks}) "
-                "AND kind = 'heartbeat' GROUP BY run_id",
-                chunk,
+                "AND kind = 'heartbeat' AND id <= ? GROUP BY run_id",
+                (*chunk, limit),
             ):
                 if isinstance(run_id, int):
                     out[run_id] = (int(n), int(last))
@@ -1360,3 +1363,8 @@ class PerBoard(Generic[_T]):
             entry = (store.identity, self._make())
             self._items[key] = entry
         return entry[1]
+
+    def peek(self, path: Path) -> _T | None:
+        """The memory kept for `path`, if any (for reports and the benchmark)."""
+        entry = self._items.get(Path(path).resolve())
+        return entry[1] if entry is not None else None
