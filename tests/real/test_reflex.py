@@ -34,6 +34,7 @@ def test_a_death_wakes_auto_heal_long_before_its_interval(board, dispatcher, run
     dispatcher.kill_worker(task)
 
     assert wait_for(lambda: status(board, task) == "ready", 20), d.log.read_text()
+    assert wait_for(lambda: d.logged("action"), 20)  # committed first, then logged
     [reap] = [line for line in d.lines() if line.get("event") == "action"]
     assert (reap["task"], reap["action"]) == (task, "reap")
     d.proc.send_signal(signal.SIGTERM)

@@ -180,7 +180,8 @@ def test_a_write_commits_whole_or_not_at_all(board, dispatcher):
 
 
 def test_a_locked_board_is_reported_and_retried_next_tick(board, dispatcher):
-    """Hermes holding the write lock makes the action fail transiently, not the daemon."""
+    """Hermes holding the write lock past the busy timeout makes the tick fail
+    transiently (its reads wait for the lock too), not the daemon; the next one heals."""
     task = dead_task(dispatcher)
     other = sqlite3.connect(str(board), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
@@ -189,8 +190,7 @@ def test_a_locked_board_is_reported_and_retried_next_tick(board, dispatcher):
     finally:
         other.execute("ROLLBACK")
         other.close()
-    [outcome] = report.outcomes
-    assert outcome.result is Result.FAILED and "locked" in outcome.detail
+    assert report.outcomes == () and report.transient and "locked" in (report.error or "")
     assert rows(board, "SELECT status FROM tasks WHERE id = ?", (task,)) == [("running",)]
     assert tick(board).outcomes[0].result is Result.APPLIED
 

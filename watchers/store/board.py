@@ -418,20 +418,42 @@ class BoardStore:
     def _fail(self, exc: sqlite3.Error) -> WatchersError:
         return classify_sqlite_error(exc, self.slug)
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read, under the board's write lock when we may take it.
+
+        A read whose snapshot is older than a Hermes commit holds back Hermes's
+        checkpoint of that commit (it copies only frames the oldest reader can see): a
+        checkpoint cut short that way can leave the file one page shorter than its header
+        says, and Hermes 0.19's post-commit length check then fails the committed write
+        ("torn-extend detected"). Under the write lock no Hermes commit can happen while
+        we read, so every read of ours sees the latest frame and never cuts a checkpoint
+        short. A read takes milliseconds; Hermes waits for it (busy timeout 120 s)."""
+        if self.readonly or self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("COMMIT")
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read. Undecodable text is tolerated: the query is repeated with a
         lenient decoder and the caller's parser rejects the affected rows only."""
         try:
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "decode" not in str(exc).lower():
-                    raise
-            self._conn.text_factory = _lenient_text
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            finally:
-                self._conn.text_factory = str
+            with self._reading():
+                try:
+                    return self._conn.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if "decode" not in str(exc).lower():
+                        raise
+                self._conn.text_factory = _lenient_text
+                try:
+                    return self._conn.execute(sql, params).fetchall()
+                finally:
+                    self._conn.text_factory = str
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
 
@@ -659,7 +681,8 @@ class BoardStore:
         self._conn.text_factory = _lenient_text
         try:
             while True:
-                rows = self._conn.execute(sql, (after, *params, page)).fetchall()
+                with self._reading():
+                    rows = self._conn.execute(sql, (after, *params, page)).fetchall()
                 yield from rows
                 if len(rows) < page:
                     return
