@@ -108,7 +108,10 @@ class RunningTask:
     @property
     def claimed(self) -> bool:
         """Claimed by someone: an empty or blank `claim_lock` is no claim at all."""
-        return bool(self.claim_lock and self.claim_lock.strip())
+        lock = self.claim_lock
+        if not lock:
+            return False
+        return not lock[0].isspace() or not lock.isspace()
 
     @property
     def claim_host(self) -> str | None:

@@ -45,7 +45,7 @@ def is_host_local(claim_lock: str | None, host: str, aliases: Iterable[str]) -> 
     if not claim_lock or ":" not in claim_lock:
         return False
     claim_host = claim_lock.rsplit(":", 1)[0]
-    return claim_host == host or claim_host in set(aliases)
+    return claim_host == host or claim_host in aliases
 
 
 def attempt_age(task: RunningTask, now: float) -> float | None:
@@ -338,14 +338,14 @@ def next_deadline(snap: HealSnapshot, s: AutoHealSettings, now: float) -> float 
     start grace that ends (a worker that died inside it is judged then, on time) or a
     crash loop's backoff that runs out. None when nothing is waiting."""
     due: list[float] = []
+    young = now - s.start_grace_seconds  # attempts started after this are in their grace
     for task in snap.running:
-        if task.attempt_started_at is None or (
-            task.claimed and not is_host_local(task.claim_lock, snap.host, s.host_aliases)
-        ):
-            continue  # judged at once, or never by PID here
-        ends = task.attempt_started_at + s.start_grace_seconds
-        if ends > now:
-            due.append(ends)
+        started = task.attempt_started_at
+        if started is None or started <= young:
+            continue  # judged at once (most rows: this test alone)
+        if task.claimed and not is_host_local(task.claim_lock, snap.host, s.host_aliases):
+            continue  # never judged by PID here
+        due.append(started + s.start_grace_seconds)
     for loop in snap.gave_up:
         recent = [t for t in loop.reset_times if now - t < s.reset_window_seconds]
         if len(recent) >= s.max_resets:

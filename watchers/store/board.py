@@ -558,9 +558,9 @@ class BoardStore:
         for (status,) in self._query("SELECT DISTINCT status FROM tasks"):
             if isinstance(status, str) and status in KNOWN_STATUSES:
                 continue
-            for row in self._query(
-                "SELECT id FROM tasks WHERE status IS ? LIMIT ?", (status, limit)
-            ):
+            where = "status IS NULL" if status is None else "status = ?"  # = uses the index
+            args = (limit,) if status is None else (status, limit)
+            for row in self._query(f"SELECT id FROM tasks WHERE {where} LIMIT ?", args):
                 if isinstance(row[0], str) and not isinstance(row[0], _Undecodable):
                     out.append((row[0], repr(status)[:80]))
         return out
