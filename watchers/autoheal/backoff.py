@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 JITTER_SPAN = 0.25  # a delay lands in [75 %, 100 %] of its capped value
 
 
+@functools.lru_cache(maxsize=20_000)  # pure; a board keeps the same give-ups for hours
 def jitter_fraction(key: str) -> float:
     """A stable number in [0, 1) for `key`: spreads resets of many tasks that gave up
     together, yet the same task and give-up always get the same delay (no RNG in

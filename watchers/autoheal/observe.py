@@ -33,6 +33,9 @@ from watchers.store.board import (
     StatusEvent,
 )
 
+STATUS_CHECK_SECONDS = 300.0
+"""Unknown statuses are looked for on the first pass, then every 5 minutes (a scan of
+the status index costs a few milliseconds on a large board; nothing acts on them)."""
 _HISTORY_SLACK = 10  # closed runs read beyond the failure count (neutral outcomes in between)
 
 
@@ -49,6 +52,7 @@ class BoardObserver:
     candidates: dict[str, StatusEvent] = field(default_factory=dict)
     history: dict[tuple[str, int], _History] = field(default_factory=dict)
     reported: set[tuple[str, str]] = field(default_factory=set)  # unknown statuses told
+    statuses_checked: float | None = None  # when unknown statuses were last looked for
 
     def snapshot(
         self,
@@ -59,7 +63,9 @@ class BoardObserver:
         now: float,
     ) -> tuple[HealSnapshot, list[SkippedRow]]:
         running, skipped = store.running_tasks()
-        skipped.extend(self._unknown_statuses(store))
+        if self.statuses_checked is None or now - self.statuses_checked >= STATUS_CHECK_SECONDS:
+            self.statuses_checked = now
+            skipped.extend(self._unknown_statuses(store))
         observations = probe.observe(
             self._refs(running, settings, host, now),
             settings.spawn_slack_seconds,
