@@ -295,7 +295,7 @@ class Daemon:
             try:
                 job.store = BoardStore.open(
                     job.path,
-                    slug=self.slug_of(job.path),
+                    slug=slug,
                     busy_timeout=settings.store.busy_timeout_seconds,
                 )
             except (BoardError, StoreBusy) as exc:
@@ -308,7 +308,7 @@ class Daemon:
                         self.unusable.pop(slug, None)
                 return TickReport(
                     job.watcher.name,
-                    self.slug_of(job.path),
+                    slug,
                     self.clock.now(),
                     0.0,
                     error=str(exc),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.decide import attempt_age, is_host_local
-from watchers.hermes.events import READY
+from watchers.hermes.events import READY, STATE_CHANGE_KINDS
 from watchers.model import (
     DEAD_VERDICTS,
     FAILURE_OUTCOMES,
@@ -27,7 +27,6 @@ from watchers.probe import Probe, WorkerRef, board_scope
 from watchers.settings import AutoHealSettings
 from watchers.store.board import (
     ESCALATED,
-    STATUS_EVENT_KINDS,
     BoardStore,
     ResetHistory,
     StatusEvent,
@@ -137,11 +136,11 @@ class BoardObserver:
     def _follow_events(self, store: BoardStore) -> None:
         if self.cursor is None:
             cursor = store.max_event_id()
-            for ev in store.latest_status_event_of_blocked(STATUS_EVENT_KINDS):
+            for ev in store.latest_status_event_of_blocked(STATE_CHANGE_KINDS):
                 if ev.kind == "gave_up":
                     self.candidates[ev.task_id] = ev
             self.cursor = cursor
-        for ev in store.status_events_after(self.cursor, (*STATUS_EVENT_KINDS, ESCALATED)):
+        for ev in store.status_events_after(self.cursor, (*STATE_CHANGE_KINDS, ESCALATED)):
             self.cursor = max(self.cursor, ev.event_id)
             for key in [k for k in self.history if k[0] == ev.task_id]:
                 del self.history[key]

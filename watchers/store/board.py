@@ -48,8 +48,6 @@ NEWER_CARD_DEFAULTS = {"completion_contract": "local-only"}
 PAYLOAD_LIMIT = 4096  # a claimed event's payload is short; an agent-written one is cut
 CACHE_KIB = 512  # Hermes caps last_failure_error at 500 characters
 
-STATUS_EVENT_KINDS = STATE_CHANGE_KINDS
-"""Event kinds that mean a task changed state; a give-up is current until one follows."""
 
 ESCALATED = "escalated"
 BUDGET_WARNING = "budget_warning"
@@ -1045,7 +1043,7 @@ class BoardStore:
 
     def _reset(self, action: Action, now: int) -> bool:
         e, p = action.expect, action.plan
-        marks = ",".join("?" * len(STATUS_EVENT_KINDS))
+        marks = ",".join("?" * len(STATE_CHANGE_KINDS))
         with self._write() as conn:
             row = conn.execute(
                 "SELECT current_run_id FROM tasks WHERE id = ? AND status = 'blocked'",
@@ -1073,7 +1071,7 @@ class BoardStore:
                     e["consecutive_failures"],
                     action.task_id,
                     e["gave_up_event_id"],
-                    *STATUS_EVENT_KINDS,
+                    *STATE_CHANGE_KINDS,
                 ),
             )
             if cur.rowcount != 1:
@@ -1103,7 +1101,7 @@ class BoardStore:
 
     def _escalate(self, action: Action, now: int) -> bool:
         e, p = action.expect, action.plan
-        marks = ",".join("?" * len(STATUS_EVENT_KINDS))
+        marks = ",".join("?" * len(STATE_CHANGE_KINDS))
         with self._write() as conn:
             cur = conn.execute(
                 "SELECT 1 FROM tasks WHERE id = ? AND status = 'blocked' "
@@ -1114,7 +1112,7 @@ class BoardStore:
                     action.task_id,
                     action.task_id,
                     e["gave_up_event_id"],
-                    *STATUS_EVENT_KINDS,
+                    *STATE_CHANGE_KINDS,
                     ESCALATED,
                 ),
             ).fetchone()
