@@ -54,7 +54,6 @@ STALE_AFTER_INTERVALS = 3.0  # /healthz: a job with no success for this many int
 class _Job:
     watcher: Watcher
     path: Path
-    store: BoardStore | None = None
     identity: tuple[int, int] | None = None  # the file the last tick read
     lock: threading.Lock = field(default_factory=threading.Lock)
     ticks: int = 0  # started
@@ -118,7 +117,7 @@ class Daemon:
         self.add_listener(self.metrics.observe)
         self.http: HttpServer | None = None
         self.notify = SystemdNotify(self.health, self.first_round, self._status_line)
-        self.reflex: Reflex | None = Reflex(self.probe, self.wake_auto_heal)
+        self.reflex = Reflex(self.probe, self.wake_auto_heal)
 
     # -- seams -------------------------------------------------------------------
 
@@ -263,7 +262,7 @@ class Daemon:
         with job.lock:
             job.ticks += 1
             settings = self.settings
-            if self.reflex is not None and isinstance(job.watcher, AutoHeal):
+            if isinstance(job.watcher, AutoHeal):
                 self.reflex.pass_started(job.path, time.monotonic())
             with structlog.contextvars.bound_contextvars(
                 watcher=job.watcher.name, board=str(job.path), tick=job.ticks
@@ -291,36 +290,28 @@ class Daemon:
 
     def _run_job(self, job: _Job, settings: Settings) -> TickReport:
         slug = self.slug_of(job.path)
-        if job.store is None:
-            try:
-                job.store = BoardStore.open(
-                    job.path,
-                    slug=slug,
-                    busy_timeout=settings.store.busy_timeout_seconds,
-                )
-            except (BoardError, StoreBusy) as exc:
-                transient = isinstance(exc, StoreBusy)
-                (log.warning if transient else log.error)("board unusable", error=str(exc))
-                with self._state_lock:
-                    if isinstance(exc, BoardError):
-                        self.unusable[slug] = exc.problem
-                    else:
-                        self.unusable.pop(slug, None)
-                return TickReport(
-                    job.watcher.name,
-                    slug,
-                    self.clock.now(),
-                    0.0,
-                    error=str(exc),
-                    transient=transient,
-                )
-            with self._state_lock:
-                self.unusable.pop(slug, None)
-            if job.identity is not None and job.store.identity != job.identity:
-                log.warning("board file changed; reopening", change="replaced")
-            job.identity = job.store.identity
         try:
-            return run_tick(job.watcher, job.store, settings, self.clock)
+            store = BoardStore.open(
+                job.path, slug=slug, busy_timeout=settings.store.busy_timeout_seconds
+            )
+        except (BoardError, StoreBusy) as exc:
+            transient = isinstance(exc, StoreBusy)
+            (log.warning if transient else log.error)("board unusable", error=str(exc))
+            with self._state_lock:
+                if isinstance(exc, BoardError):
+                    self.unusable[slug] = exc.problem
+                else:
+                    self.unusable.pop(slug, None)
+            return TickReport(
+                job.watcher.name, slug, self.clock.now(), 0.0, error=str(exc), transient=transient
+            )
+        with self._state_lock:
+            self.unusable.pop(slug, None)
+        if job.identity is not None and store.identity != job.identity:
+            log.warning("board file changed; reopening", change="replaced")
+        job.identity = store.identity
+        try:
+            return run_tick(job.watcher, store, settings, self.clock)
         finally:
             # No connection of ours stays open between ticks. While one is open, Hermes's
             # own last close cannot checkpoint and delete the WAL, so Hermes checkpoints
@@ -329,8 +320,7 @@ class Daemon:
             # and Hermes 0.19's post-commit length check then fails the committed write
             # with "torn-extend detected". Reopened each tick, the board is Hermes's alone
             # between ticks, as without us (and a replaced file is simply opened anew).
-            job.store.close()
-            job.store = None
+            store.close()
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -339,10 +329,7 @@ class Daemon:
     ) -> None:
         for key in list(self._jobs):
             scheduler.remove_job(key)
-            job = self._jobs.pop(key)
-            if job.store is not None:
-                with job.lock:
-                    job.store.close()
+            self._jobs.pop(key)
         self.probe.close()
         watchers = enabled_watchers(settings, self.probe)
         now = datetime.now(UTC)
@@ -419,8 +406,7 @@ class Daemon:
         scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()
         self.notify.start()
-        if self.reflex is not None:
-            self.reflex.start()
+        self.reflex.start()
         try:
             self._start_http(settings)
             log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
@@ -475,8 +461,7 @@ class Daemon:
     def _shutdown(self, scheduler: BackgroundScheduler) -> int:
         log.info("stopping: letting running ticks finish")
         self.notify.stopping()
-        if self.reflex is not None:
-            self.reflex.stop()
+        self.reflex.stop()
         timeout = self.settings.daemon.shutdown_timeout_seconds
         if self.http is not None:
             self.http.stop()
@@ -493,9 +478,6 @@ class Daemon:
             log.error("a tick did not finish in time; exiting anyway", timeout_seconds=timeout)
             self.abandoned_ticks = True
             return 1
-        for job in self._jobs.values():
-            if job.store is not None:
-                job.store.close()
         self.probe.close()
         self.metrics.close()
         log.info("stopped")

@@ -15,6 +15,7 @@ from tests.compat.conftest import RELEASE, CompatBoard
 from tests.interop.conftest import BudgetCli, DistressCli
 from tests.interop.interop_harness import (
     PROFILE,
+    HermesBoard,
     WatchersCli,
     anthropic,
     provider_model,
@@ -38,7 +39,7 @@ def card_of(board: CompatBoard, task_id: str, blocker: str) -> kb.Task:
     return card
 
 
-def blocked_by_the_worker(board: CompatBoard, task_id: str, reason: str) -> None:
+def blocked_by_the_worker(board: HermesBoard, task_id: str, reason: str) -> None:
     """The worker reports the blocker itself, through Hermes's block_task."""
     with board.connect() as conn:
         assert kb.block_task(conn, task_id, reason=reason)

@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hermes_cli import kanban_db as kb
 
 from tests.compat import newer_hermes
+from tests.compat.test_subset import blocked_by_the_worker
 from tests.interop.conftest import BudgetCli, DistressCli
 from tests.interop.interop_harness import (
     FAILING_WORKER,
@@ -39,11 +39,6 @@ def two_providers(hermes_home: Path, distress: DistressCli) -> WatchersCli:
     write_profile(hermes_home, PROFILE, anthropic())
     write_profile(hermes_home, "gpt", provider_model("openai"))
     return distress(f'[profiles.{PROFILE}]\nfallbacks = ["gpt"]\n')
-
-
-def block(board: HermesBoard, task_id: str, reason: str) -> None:
-    with board.connect() as conn:
-        assert kb.block_task(conn, task_id, reason=reason)
 
 
 def set_row(board: HermesBoard, task_id: str, **columns: object) -> None:
@@ -82,7 +77,7 @@ def test_a_signal_followed_by_a_lane_change_is_not_acted_on(
     """A 429, then the task sent back by a reviewer (`changes_requested`): no reassignment."""
     board = newer_board
     task_id = board.create("throttled, then reviewed")
-    block(board, task_id, RATE_LIMIT)
+    blocked_by_the_worker(board, task_id, RATE_LIMIT)
     newer_hermes.event(board.path, task_id, "changes_requested", {"by": "reviewer"})
     set_row(board, task_id, status="ready")
 
@@ -98,7 +93,7 @@ def test_a_pinned_task_gets_a_card_that_names_its_overrides(
     board = newer_board
     task_id = board.create("pinned to anthropic")
     newer_hermes.pin(board.path, task_id, "anthropic", "claude-opus-4")
-    block(board, task_id, RATE_LIMIT)
+    blocked_by_the_worker(board, task_id, RATE_LIMIT)
 
     [record] = two_providers.once(board.path)
 
@@ -128,8 +123,7 @@ def test_a_recipe_made_task_is_healed_and_carded_with_foreign_keys_enforced(
     board.kill(dies, reap=True)
     board.worker(throttled).stdin.close()  # type: ignore[union-attr]
     board.worker(throttled).wait()
-    with board.connect() as conn:
-        assert kb.block_task(conn, throttled, reason=RATE_LIMIT)
+    blocked_by_the_worker(board, throttled, RATE_LIMIT)
 
     healed = watchers.once(board.path)
     moved = two_providers.once(board.path)
