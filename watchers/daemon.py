@@ -30,6 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watchers.autoheal.watcher import AutoHeal
 from watchers.boards import discover_boards, unique_slugs
 from watchers.budget.watcher import Budget
+from watchers.changes import ChangeFeed, Version, board_version
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, ConfigError, StoreBusy
@@ -50,6 +51,12 @@ FIRST_TICK_STAGGER_SECONDS = 2.0
 STALE_AFTER_INTERVALS = 3.0  # /healthz: a job with no success for this many intervals is stale
 
 
+FULL_PASS_SECONDS = 600.0
+"""An unchanged board is still read in full this often: a safety net for a change no
+version test and no event reported."""
+WAKE_SLACK_SECONDS = 0.05  # a pass this close to a wake's time answers it
+
+
 @dataclass(slots=True)
 class _Job:
     watcher: Watcher
@@ -58,6 +65,11 @@ class _Job:
     lock: threading.Lock = field(default_factory=threading.Lock)
     ticks: int = 0  # started
     done: int = 0  # finished (the first round is over when every job finished one)
+    full: int = 0  # passes that read the board (the others found it unchanged)
+    version: Version | None = None  # the board's version when the last full pass began
+    full_at: float = float("-inf")  # monotonic start of the last full pass that succeeded
+    wake_at: float | None = None  # epoch: a pass is wanted then, whatever the version says
+    running: bool = False
 
 
 def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) -> list[Watcher]:
@@ -118,6 +130,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self.notify = SystemdNotify(self.health, self.first_round, self._status_line)
         self.reflex = Reflex(self.probe, self.wake_auto_heal)
+        self.changes = ChangeFeed(self._board_changed)
 
     # -- seams -------------------------------------------------------------------
 
@@ -241,16 +254,39 @@ class Daemon:
     def wake_auto_heal(self, board: Path, at: float | None = None) -> bool:
         """Bring the next auto-heal pass over `board` forward to `at` (epoch seconds; now
         when None). False when no such job is scheduled."""
-        scheduler, key = self._scheduler, f"{AutoHeal.name}:{board}"
-        if scheduler is None or key not in self._jobs:
+        return self.wake(AutoHeal.name, board, at)
+
+    def _board_changed(self, board: Path) -> None:
+        """The change feed saw a write to `board`: auto-heal reads it now (new claims are
+        watched from then on); the others see the new version at their next pass."""
+        self.wake(AutoHeal.name, board)
+
+    def wake(self, watcher: str, board: Path, at: float | None = None) -> bool:
+        """Want a full pass of `watcher` over `board` at `at` (epoch seconds; now when
+        None), whatever the board's version says. A job that is running now is woken when
+        its pass ends. False when no such job is scheduled."""
+        key = f"{watcher}:{board}"
+        job = self._jobs.get(key)
+        if job is None or self._scheduler is None:
             return False
-        when = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+        when = self.clock.now() if at is None else at
+        with self._state_lock:
+            if job.wake_at is None or when < job.wake_at:
+                job.wake_at = when
+            running = job.running
+        return True if running else self._bring_forward(key, when)
+
+    def _bring_forward(self, key: str, when: float) -> bool:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return False
+        at = datetime.fromtimestamp(max(when, self.clock.now()), UTC)
         try:
             job = scheduler.get_job(key)
             if job is None:
                 return False
-            if job.next_run_time is None or when < job.next_run_time:
-                scheduler.modify_job(key, next_run_time=when)
+            if job.next_run_time is None or at < job.next_run_time:
+                scheduler.modify_job(key, next_run_time=at)
         except (LookupError, RuntimeError):  # removed by a reload, or shutting down
             return False
         return True
@@ -262,17 +298,38 @@ class Daemon:
         with job.lock:
             job.ticks += 1
             settings = self.settings
+            now = self.clock.now()
+            started = time.monotonic()
+            with self._state_lock:
+                job.running = True
+                forced = job.wake_at is not None and job.wake_at <= now + WAKE_SLACK_SECONDS
+                if forced:
+                    job.wake_at = None
             if isinstance(job.watcher, AutoHeal):
-                self.reflex.pass_started(job.path, time.monotonic())
-            with structlog.contextvars.bound_contextvars(
-                watcher=job.watcher.name, board=str(job.path), tick=job.ticks
-            ):
-                report = self._run_job(job, settings)
+                self.reflex.pass_started(job.path, started)
+            version = board_version(job.path)
+            if not forced and self._unchanged(job, version, now, started):
+                report = TickReport(
+                    job.watcher.name, self.slug_of(job.path), now, 0.0, unchanged=True
+                )
+            else:
+                with structlog.contextvars.bound_contextvars(
+                    watcher=job.watcher.name, board=str(job.path), tick=job.ticks
+                ):
+                    report = self._run_job(job, settings)
+                job.full += 1
+                job.version = version if report.ok else None
+                if report.ok:
+                    job.full_at = started
             job.done += 1
-            if isinstance(job.watcher, AutoHeal):
-                due = job.watcher.deadline(job.path)
-                if due is not None:  # a grace or a backoff ends before the next pass
-                    self.wake_auto_heal(job.path, due)
+            due = job.watcher.deadline(job.path)
+            with self._state_lock:
+                job.running = False
+                if due is not None and (job.wake_at is None or due < job.wake_at):
+                    job.wake_at = due  # a grace, a backoff, a budget line... ends first
+                wanted = job.wake_at
+            if wanted is not None:
+                self._bring_forward(key, wanted)
         with self._state_lock:
             self.last_report[(report.watcher, report.board)] = report
             if report.ok:
@@ -287,6 +344,15 @@ class Daemon:
                 listener(report)
             except Exception:
                 log.exception("report listener failed")
+
+    @staticmethod
+    def _unchanged(job: _Job, version: Version | None, now: float, started: float) -> bool:
+        """The board is as the last full pass found it, that pass is recent enough, and
+        nothing the watcher waits for has fallen due: this pass needs no scans."""
+        if version is None or version != job.version or started - job.full_at >= FULL_PASS_SECONDS:
+            return False
+        due = job.watcher.deadline(job.path)
+        return due is None or due > now
 
     def _run_job(self, job: _Job, settings: Settings) -> TickReport:
         slug = self.slug_of(job.path)
@@ -356,6 +422,7 @@ class Daemon:
                     jitter=jitter or None,
                     next_run_time=first,
                 )
+        self.changes.watch(paths)
         with self._state_lock:
             self._paths = tuple(paths)
             self._slugs = slugs
@@ -402,6 +469,7 @@ class Daemon:
         previous = self._install_signals()
         scheduler = self._make_scheduler(settings, len(paths) * 3)
         self._scheduler = scheduler
+        self.changes.start(paths)
         self._schedule(scheduler, settings, paths)
         scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()
@@ -462,6 +530,7 @@ class Daemon:
         log.info("stopping: letting running ticks finish")
         self.notify.stopping()
         self.reflex.stop()
+        self.changes.stop()
         timeout = self.settings.daemon.shutdown_timeout_seconds
         if self.http is not None:
             self.http.stop()

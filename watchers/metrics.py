@@ -39,8 +39,9 @@ from watchers.store.board import BoardStore
 
 log = structlog.get_logger("watchers.metrics")
 
-TICK_OUTCOMES = ("ok", "error", "skipped")
-"""ok: the tick ran; error: it failed; skipped: the board was busy, nothing was done."""
+TICK_OUTCOMES = ("ok", "error", "skipped", "unchanged")
+"""ok: the tick ran; error: it failed; skipped: the board was busy, nothing was done;
+unchanged: the board had not changed since the last pass and nothing was due (no scans)."""
 OTHER_BLOCKER = "other"  # a card title with a blocker type this release does not know
 SNAPSHOT_MAX_AGE_SECONDS = 5.0
 SCRAPE_BUSY_TIMEOUT_SECONDS = 0.25
@@ -67,6 +68,8 @@ class Watched(Protocol):
 
 
 def tick_outcome(report: TickReport) -> str:
+    if report.unchanged:
+        return "unchanged"
     if report.ok:
         return "ok"
     return "skipped" if report.transient else "error"
@@ -341,6 +344,8 @@ class Metrics:
 
     def observe(self, report: TickReport) -> None:
         self.ticks.labels(report.watcher, tick_outcome(report)).inc()
+        if report.unchanged:
+            return
         self.tick_duration.labels(report.watcher).observe(report.duration_seconds)
         held = False
         for o in report.outcomes:

@@ -261,6 +261,7 @@ class TickReport:
     skipped: tuple[SkippedRow, ...] = ()
     error: str | None = None  # the tick failed as a whole
     transient: bool = False  # ... in a way the next tick may not see (a locked board)
+    unchanged: bool = False  # the board had not changed and nothing was due: no scans
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -29,6 +30,10 @@ class Watcher(Protocol):
         self, store: BoardStore, settings: Settings, now: float
     ) -> tuple[list[Action], list[SkippedRow]]:
         """Observe the board and decide; no writes."""
+
+    def deadline(self, board: Path) -> float | None:
+        """When the last pass over `board` said something next falls due without any
+        new write to the board (epoch seconds; None: nothing is waiting)."""
 
 
 def execute(

@@ -215,6 +215,23 @@ def _split_needs(t: BudgetTask, over: Overrun, human: bool) -> str:
     return "; ".join(parts)
 
 
+def next_deadline(snapshot: BudgetSnapshot, s: Settings, now: float) -> float | None:
+    """When a running attempt next crosses a line without any new event: its time
+    budget's warning fraction (unless warned) or the budget itself. None when none."""
+    due: list[float] = []
+    for t in snapshot.tasks:
+        if not t.running or t.attempt_started_at is None or not t.budgets.time:
+            continue
+        limit = t.budgets.time.value
+        for at, warned in (
+            (t.attempt_started_at + s.budget.warn_fraction * limit, (t.run_id, "time")),
+            (t.attempt_started_at + limit, None),
+        ):
+            if at > now and (warned is None or warned not in t.warned):
+                due.append(at)
+    return min(due) if due else None
+
+
 def decide(snapshot: BudgetSnapshot, s: Settings, now: float) -> list[Action]:
     actions: list[Action] = []
     review = s.budget.review_profile or s.distress.orchestrator_profile

@@ -274,6 +274,20 @@ def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: floa
     return actions
 
 
+def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> float | None:
+    """When something on this board next becomes decidable without any new event: a
+    silent worker that reaches `stuck_after_seconds`, or a provider cooldown that ends
+    (a held reassignment may go ahead then). None when nothing is waiting."""
+    due = [
+        case.since + s.stuck_after_seconds
+        for case in snap.stuck
+        if case.since + s.stuck_after_seconds > now
+    ]
+    if snap.signal_cases:
+        due.extend(c.until for c in cooldowns(snap.signals, s).values() if c.until > now)
+    return min(due) if due else None
+
+
 def decide(snapshot: DistressSnapshot, settings: DistressSettings, now: float) -> list[Action]:
     table = cooldowns(snapshot.signals, settings)
     return (
