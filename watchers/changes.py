@@ -1,7 +1,8 @@
 """Noticing that a board changed, without reading it.
 
 `board_version(path)` is the cheap test a pass makes before it scans: the identity, size
-and change times of the board file and its WAL (two `stat` calls, no open, no lock).
+and modification time of the board file and its WAL (two `stat` calls, no open, no
+lock; not the change time: SQLite touches the WAL's attributes whenever it opens it).
 Every commit in WAL mode appends to the WAL or, after a checkpoint, rewrites the board
 file, so a board whose version equals the one a pass started from has not been written
 since. (The `-shm` file is not used: SQLite touches it when any connection opens, and
@@ -47,7 +48,6 @@ MAX_WATCHES = 512
 """... and never more than this many directories; the rest are polled."""
 
 _IN_MODIFY = 0x00000002
-_IN_CLOSE_WRITE = 0x00000008
 _IN_MOVED_FROM = 0x00000040
 _IN_MOVED_TO = 0x00000080
 _IN_CREATE = 0x00000100
@@ -57,9 +57,7 @@ _IN_Q_OVERFLOW = 0x00004000
 _IN_ONLYDIR = 0x01000000
 _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
-_MASK = (
-    _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
-) | _IN_ONLYDIR
+_MASK = (_IN_MODIFY | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE) | _IN_ONLYDIR
 _EVENT = struct.Struct("iIII")
 
 
@@ -72,10 +70,10 @@ def board_version(path: Path) -> Version | None:
         return None
     try:
         wal = os.stat(f"{path}-wal")
-        wal_part: tuple[int, ...] = (wal.st_ino, wal.st_size, wal.st_mtime_ns, wal.st_ctime_ns)
+        wal_part: tuple[int, ...] = (wal.st_ino, wal.st_size, wal.st_mtime_ns)
     except OSError:
         wal_part = ()
-    return (db.st_ino, db.st_dev, db.st_size, db.st_mtime_ns, db.st_ctime_ns, *wal_part)
+    return (db.st_ino, db.st_dev, db.st_size, db.st_mtime_ns, *wal_part)
 
 
 def watch_limit() -> int:

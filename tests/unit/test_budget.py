@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from watchers.budget.budgets import BodyBudgets, parse_body, parse_duration, resolve
-from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, decide
+from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, decide, next_deadline
 from watchers.budget.fingerprint import fingerprint, normalize
 from watchers.cards import CardState, SourceTask
 from watchers.model import ActionKind
@@ -209,3 +209,16 @@ def test_a_malformed_line_is_reported():
     assert note.kind is ActionKind.NOTE and note.expect == {
         "line": "'Time budget: soon': not a duration"
     }
+
+
+def test_the_next_deadline_is_the_warning_line_then_the_budget_itself():
+    """Time budget 1000 s, warned at 80 %: 100 s in, the warning is due at 800 s; warned
+    already, the budget's end; past it (a card answers that), or idle: nothing."""
+    snap = BudgetSnapshot("default", (task(),), {})
+    assert next_deadline(snap, S, NOW) == NOW - 100 + 0.8 * 1000
+    warned = task(warned=frozenset({(7, "time")}))
+    assert next_deadline(BudgetSnapshot("default", (warned,), {}), S, NOW) == NOW - 100 + 1000
+    late = task(attempt_started_at=NOW - 1200)
+    assert next_deadline(BudgetSnapshot("default", (late,), {}), S, NOW) is None
+    idle = task(running=False)
+    assert next_deadline(BudgetSnapshot("default", (idle,), {}), S, NOW) is None

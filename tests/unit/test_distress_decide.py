@@ -13,6 +13,7 @@ from watchers.distress.decide import (
     SourceTask,
     StuckCase,
     decide,
+    next_deadline,
 )
 from watchers.distress.providers import Profile, ProviderMap
 from watchers.distress.signals import Signal
@@ -195,3 +196,19 @@ def test_an_auto_heal_escalation_becomes_an_env_blocker_card():
     [action] = decide(snap(escalations=[esc]), S, NOW)
     assert action.plan["title"] == "[BLOCKED] t_0000aaaa env_blocker"
     assert action.reason == "escalation" and action.evidence["resets_in_window"] == 3
+
+
+def test_the_next_deadline_is_when_a_silent_worker_becomes_stuck():
+    """Silent for 60 s of 1200: due in 1140 s; already past it: nothing more to wait for."""
+    stuck = StuckCase(source(status="running"), NOW - 60, "alive", 4242, "host:1", NOW - 2000)
+    assert next_deadline(snap(stuck=[stuck]), S, NOW) == NOW - 60 + S.stuck_after_seconds
+    assert next_deadline(snap(stuck=[replace(stuck, since=NOW - 1300)]), S, NOW) is None
+    assert next_deadline(snap(), S, NOW) is None
+
+
+def test_the_next_deadline_is_when_a_provider_cooldown_ends_while_a_signal_waits():
+    """A retry-after signal cools its provider; a waiting case is decided again when the
+    cooldown ends. Without a waiting case the cooldown's end changes nothing."""
+    sig = ProviderSignal("openai", "t_0000aaaa", NOW - 10, retry_after=120.0)
+    assert next_deadline(snap(case(), signals=[sig]), S, NOW) == NOW - 10 + 120.0
+    assert next_deadline(snap(signals=[sig]), S, NOW) is None
