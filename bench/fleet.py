@@ -66,7 +66,8 @@ FIRST_ROUND_TIMEOUT_S = 240.0
 READY_TIMEOUT_S = 60.0  # after "first round done"
 HEAL_TIMEOUT_S = 60.0
 POLL_S = 0.1
-HTTP_TIMEOUT_S = 2.0
+HTTP_TIMEOUT_S = 2.0  # /readyz
+SCRAPE_TIMEOUT_S = 15.0  # /metrics (a busy daemon with 1,000 boards answers slowly)
 SHUTDOWN_WAIT_S = 20.0
 WORKER_EXIT_WAIT_S = 10.0
 SCRAPE_PAUSE_S = 2.0  # between a /metrics scrape and the CPU window's edge
@@ -166,10 +167,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_get(port: int, path: str) -> tuple[int | None, bytes]:
+def http_get(port: int, path: str, timeout: float = HTTP_TIMEOUT_S) -> tuple[int | None, bytes]:
     try:
         with urllib.request.urlopen(  # loopback, our own daemon
-            f"http://127.0.0.1:{port}{path}", timeout=HTTP_TIMEOUT_S
+            f"http://127.0.0.1:{port}{path}", timeout=timeout
         ) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
@@ -310,6 +311,15 @@ def write_config(path: Path, boards: list[Path], port: int) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+_APS_JOB = re.compile(r'^(Execution of job|Run time of job) ".*?"(.*)$')
+
+
+def _kind(event: str) -> str:
+    """A log event without its job name (APScheduler's own messages name the job)."""
+    m = _APS_JOB.match(event)
+    return f"apscheduler: {m.group(1)} <job>{m.group(2)}" if m else event
+
+
 class LogTail:
     """The daemon's JSON log lines on stderr, read incrementally."""
 
@@ -319,7 +329,8 @@ class LogTail:
         self.partial = b""
         self.events: Counter[str] = Counter()
         self.levels: Counter[str] = Counter()
-        self.problems: list[dict[str, Any]] = []
+        self.problems: list[dict[str, Any]] = []  # the first of each kind
+        self.problem_kinds: Counter[str] = Counter()
         self.seen: dict[str, float] = {}  # event -> monotonic time we first read it
         self.lines = 0
 
@@ -349,10 +360,13 @@ class LogTail:
             self.events[event] += 1
             self.levels[level] += 1
             self.seen.setdefault(event, now)
-            if level in ("warning", "error", "critical", "raw") and len(self.problems) < 20:
-                self.problems.append(
-                    {k: line.get(k) for k in ("level", "event", "error", "board", "watcher")}
-                )
+            if level in ("warning", "error", "critical", "raw"):
+                kind = f"{level}: {_kind(event)[:160]}"
+                self.problem_kinds[kind] += 1
+                if self.problem_kinds[kind] == 1 and len(self.problems) < 20:
+                    self.problems.append(
+                        {k: line.get(k) for k in ("level", "event", "error", "board", "watcher")}
+                    )
 
 
 @dataclass
@@ -458,7 +472,7 @@ _METRIC = re.compile(
 def scrape(d: DaemonRun) -> dict[str, Any]:
     """Tick counts and seconds in ticks by watcher from /metrics, plus its size and time."""
     t0 = time.monotonic()
-    status, body = http_get(d.port, "/metrics")
+    status, body = http_get(d.port, "/metrics", SCRAPE_TIMEOUT_S)
     took = time.monotonic() - t0
     ticks: Counter[str] = Counter()
     tick_s: Counter[str] = Counter()
@@ -504,6 +518,7 @@ def idle_window(d: DaemonRun, seconds: float) -> dict[str, Any]:
     if c0 is None or c1 is None:
         raise RuntimeError("daemon CPU counters unreadable")
     wall = w1 - w0
+    order = sorted(th1)
     cpu = c1 - c0
     per_thread = sorted(
         ((tid, round(th1[tid] - th0.get(tid, 0.0), 2)) for tid in th1), key=lambda x: -x[1]
@@ -521,12 +536,15 @@ def idle_window(d: DaemonRun, seconds: float) -> dict[str, Any]:
         "window_s": round(wall, 2),
         "cpu_s": round(cpu, 3),
         "cpu_pct_one_core": round(cpu / wall * 100.0, 3),
+        # start order: main 0, then the daemon's own threads (change feed, scheduler,
+        # reflex, http...) before the tick pool's, which start on demand
         "threads_by_cpu_s": [
-            {"tid": tid, "main": tid == d.proc.pid, "cpu_s": s} for tid, s in per_thread[:6]
+            {"tid": tid, "start_rank": order.index(tid), "cpu_s": s} for tid, s in per_thread[:6]
         ],
         "ticks_in_window_approx": ticks,
         "tick_wall_seconds_in_window_approx": tick_s,
         "log_lines_in_window": lines1 - lines0,
+        "metrics_status": after["status"],
         "metrics_bytes": after["bytes"],
         "metrics_scrape_s": after["scrape_s"],
     }
@@ -537,6 +555,7 @@ def snapshot(d: DaemonRun) -> dict[str, Any]:
     rss = kib(st.get("VmRSS"))
     hwm = kib(st.get("VmHWM"))
     return {
+        "pid": d.proc.pid,
         "age_s": round(time.monotonic() - d.started_mono, 1),
         "rss_mib": round(rss / 1024, 1) if rss is not None else None,
         "hwm_mib": round(hwm / 1024, 1) if hwm is not None else None,
@@ -651,6 +670,7 @@ def scenario(
                 "lines": daemon.log.lines,
                 "levels": dict(daemon.log.levels),
                 "top_events": dict(daemon.log.events.most_common(8)),
+                "problem_kinds": dict(daemon.log.problem_kinds.most_common(10)),
                 "problems": daemon.log.problems,
             }
         if disp is not None:
@@ -774,6 +794,13 @@ def report(res: dict[str, Any], out: Path) -> None:
             continue
         idle, first, end = s.get("idle") or {}, s.get("after_first_round") or {}, s.get("end") or {}
         print(f"{key} ({s['boards']} boards, {s['workers']} workers):")
+        st = s.get("start") or {}
+        if st:
+            print(
+                f"  start: 'started' logged at {_f(st.get('started_logged_s'), 's')}, first "
+                f"round done at {_f(st.get('first_round_s'), 's')}, /readyz 200 at "
+                f"{_f(st.get('ready_s'), 's')} ({st.get('readyz_503_seen')} x 503 before)"
+            )
         if first:
             print(
                 f"  after first round: RSS {first.get('rss_mib')} MiB, CPU so far "
@@ -783,16 +810,16 @@ def report(res: dict[str, Any], out: Path) -> None:
         if idle:
             print(
                 f"  idle window: {idle['cpu_s']} CPU s in {idle['window_s']} s; busiest threads "
+                "(by start order, #0 main) "
                 + ", ".join(
-                    f"{'main' if t['main'] else t['tid']} {t['cpu_s']} s"
-                    for t in idle["threads_by_cpu_s"][:4]
+                    f"#{t['start_rank']} {t['cpu_s']} s" for t in idle["threads_by_cpu_s"][:4]
                 )
             )
             print(
                 f"  ticks in window (approx.): {idle['ticks_in_window_approx']}; wall s in "
                 f"ticks {idle['tick_wall_seconds_in_window_approx']}; log lines "
                 f"{idle['log_lines_in_window']}; /metrics {idle['metrics_bytes']:,} bytes in "
-                f"{idle['metrics_scrape_s']} s"
+                f"{idle['metrics_scrape_s']} s (status {idle['metrics_status']})"
             )
         if end:
             print(
@@ -810,8 +837,8 @@ def report(res: dict[str, Any], out: Path) -> None:
         lg = s.get("log")
         if lg:
             print(f"  log: {lg['lines']} lines, levels {lg['levels']}")
-            for p in lg["problems"][:5]:
-                print(f"  log problem: {p}")
+            for kind, n in list(lg["problem_kinds"].items())[:5]:
+                print(f"  log {n} x {kind}")
         cl = s.get("cleanup")
         if cl:
             print(

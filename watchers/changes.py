@@ -1,8 +1,9 @@
 """Noticing that a board changed, without reading it.
 
 `board_version(path)` is the cheap test a pass makes before it scans: the identity, size
-and modification time of the board file and its WAL (two `stat` calls, no open, no
-lock; not the change time: SQLite touches the WAL's attributes whenever it opens it).
+and modification time of the board file, its WAL and its rollback journal (three `stat`
+calls, no open, no lock; not the change time: SQLite touches the WAL's attributes
+whenever it opens it).
 Every commit in WAL mode appends to the WAL or, after a checkpoint, rewrites the board
 file, so a board whose version equals the one a pass started from has not been written
 since. (The `-shm` file is not used: SQLite touches it when any connection opens, and
@@ -62,18 +63,22 @@ _EVENT = struct.Struct("iIII")
 
 
 def board_version(path: Path) -> Version | None:
-    """The board file's and its WAL's identity, size and change times; None when the
-    board file cannot be looked at (the pass that follows will say why)."""
+    """The board file's, its WAL's and its rollback journal's identity, size and
+    modification time; None when the board file cannot be looked at (the pass that
+    follows will say why)."""
     try:
         db = os.stat(path)
     except OSError:
         return None
-    try:
-        wal = os.stat(f"{path}-wal")
-        wal_part: tuple[int, ...] = (wal.st_ino, wal.st_size, wal.st_mtime_ns)
-    except OSError:
-        wal_part = ()
-    return (db.st_ino, db.st_dev, db.st_size, db.st_mtime_ns, *wal_part)
+    out: list[int] = [db.st_ino, db.st_dev, db.st_size, db.st_mtime_ns]
+    for suffix in ("-wal", "-journal"):
+        try:
+            st = os.stat(f"{path}{suffix}")
+        except OSError:
+            out.append(-1)
+            continue
+        out.extend((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def watch_limit() -> int:

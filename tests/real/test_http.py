@@ -234,13 +234,15 @@ def test_a_reap_is_counted_and_the_board_gauges_follow_the_board(
 def test_healthz_names_the_board_whose_ticks_keep_failing_and_scrapes_stay_quick(
     tmp_path, board, serve
 ):
-    """An exclusively locked rollback-journal board: 503 naming auto-heal on that board."""
+    """A rollback-journal board held in a long write transaction: 503 naming auto-heal
+    on that board. (Merely locked, unchanged, it would need no reading at all.)"""
     locked = create_board(tmp_path / "locked.db")
     conn = sqlite3.connect(str(locked), isolation_level=None)
     conn.execute("PRAGMA journal_mode=DELETE")
     s = serve(config(tmp_path), [board, locked])
     assert wait_for(lambda: s.get("/healthz")[0] == 200, 10)
     conn.execute("BEGIN EXCLUSIVE")
+    conn.execute("PRAGMA user_version = 7")  # a write in progress: the journal appears
     try:
         assert wait_for(lambda: s.get("/healthz")[0] == 503, 10)
         status, headers, body = s.get("/healthz")

@@ -227,6 +227,7 @@ def test_the_daemon_is_ready_pings_while_healthy_stops_on_a_hung_tick_and_says_s
         assert pings == 5, (server.seen, log.read_text())
 
         holder.execute("BEGIN EXCLUSIVE")  # Hermes (say) holds the board: the next tick hangs
+        holder.execute("PRAGMA user_version = 7")  # mid-write (an unchanged board is not read)
         locked_now = True
         why = server.until(lambda m: m.startswith("STATUS=unhealthy"), 15)[-1]
         assert "auto-heal on locked" in why and "stale" in why, why

@@ -14,17 +14,19 @@ claimed from: `review` for a reviewer's attempt on boards with a review lane:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.backoff import compute_backoff
-from watchers.autoheal.rules import all_infra, classifier_for
+from watchers.autoheal.rules import Classifier, all_infra, classifier_for
 from watchers.hermes.events import READY
 from watchers.model import (
     DEAD_VERDICTS,
     Action,
     ActionKind,
+    GaveUpTask,
     HealSnapshot,
     Observation,
     RunningTask,
@@ -333,10 +335,34 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
     return actions
 
 
+def quiet_until(
+    loop: GaveUpTask, s: AutoHealSettings, now: float, classifier: Classifier | None = None
+) -> float:
+    """Until when a give-up certainly needs no action while no new event arrives for its
+    task: forever when its failures were the task's own; the end of its backoff; for an
+    escalated loop, the time the reset window lets go of enough resets. `now`: act now."""
+    infra, _ = all_infra(loop.failures, classifier or classifier_for(s))
+    if not infra:
+        return math.inf
+    recent = sorted(t for t in loop.reset_times if now - t < s.reset_window_seconds)
+    if len(recent) >= s.max_resets:
+        if not loop.escalated:
+            return now
+        return recent[len(recent) - s.max_resets] + s.reset_window_seconds
+    delay = compute_backoff(
+        len(recent),
+        s.reset_backoff_base_seconds,
+        s.reset_backoff_cap_seconds,
+        key=f"{loop.task_id}:{loop.gave_up_event_id}",
+    )
+    return max(now, loop.gave_up_at + delay)
+
+
 def next_deadline(snap: HealSnapshot, s: AutoHealSettings, now: float) -> float | None:
     """When something on this board next becomes decidable without any new event: a
-    start grace that ends (a worker that died inside it is judged then, on time) or a
-    crash loop's backoff that runs out. None when nothing is waiting."""
+    start grace that ends (a worker that died inside it is judged then, on time), a crash
+    loop's backoff that runs out, or an escalated loop whose resets leave the window.
+    None when nothing is waiting."""
     due: list[float] = []
     young = now - s.start_grace_seconds  # attempts started after this are in their grace
     for task in snap.running:
@@ -346,18 +372,11 @@ def next_deadline(snap: HealSnapshot, s: AutoHealSettings, now: float) -> float 
         if task.claimed and not is_host_local(task.claim_lock, snap.host, s.host_aliases):
             continue  # never judged by PID here
         due.append(started + s.start_grace_seconds)
+    classifier = classifier_for(s)
     for loop in snap.gave_up:
-        recent = [t for t in loop.reset_times if now - t < s.reset_window_seconds]
-        if len(recent) >= s.max_resets:
-            continue
-        delay = compute_backoff(
-            len(recent),
-            s.reset_backoff_base_seconds,
-            s.reset_backoff_cap_seconds,
-            key=f"{loop.task_id}:{loop.gave_up_event_id}",
-        )
-        if loop.gave_up_at + delay > now:
-            due.append(loop.gave_up_at + delay)
+        until = quiet_until(loop, s, now, classifier)
+        if now < until < math.inf:
+            due.append(until)
     return min(due) if due else None
 
 

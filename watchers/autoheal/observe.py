@@ -7,10 +7,12 @@ of a board's whole history.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from watchers.autoheal import WATCHER
-from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.autoheal.decide import attempt_age, is_host_local, quiet_until
+from watchers.autoheal.rules import classifier_for
 from watchers.hermes.events import READY, STATE_CHANGE_KINDS
 from watchers.model import (
     DEAD_VERDICTS,
@@ -52,6 +54,9 @@ class BoardObserver:
     history: dict[tuple[str, int], _History] = field(default_factory=dict)
     reported: set[tuple[str, str]] = field(default_factory=set)  # unknown statuses told
     statuses_checked: float | None = None  # when unknown statuses were last looked for
+    # give-ups that need nothing until a time (inf: never) unless an event arrives for
+    # their task: neither read nor decided again until then (see decide.quiet_until)
+    quiet: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def snapshot(
         self,
@@ -64,6 +69,7 @@ class BoardObserver:
         running, skipped = store.running_tasks()
         if self.statuses_checked is None or now - self.statuses_checked >= STATUS_CHECK_SECONDS:
             self.statuses_checked = now
+            self.quiet.clear()  # and every quiet give-up is looked at again
             skipped.extend(self._unknown_statuses(store))
         observations = probe.observe(
             self._refs(running, settings, host, now),
@@ -75,7 +81,7 @@ class BoardObserver:
             for task_id, obs in observations.items()
             if obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
         }
-        gave_up = self._gave_up(store, settings)
+        gave_up = self._gave_up(store, settings, now)
         # The lane matters only to what may be released now: dead workers, running rows
         # without a claim or a PID, and give-ups (read with their history, below).
         releasable = [
@@ -144,6 +150,7 @@ class BoardObserver:
             self.cursor = max(self.cursor, ev.event_id)
             for key in [k for k in self.history if k[0] == ev.task_id]:
                 del self.history[key]
+            self.quiet.pop(ev.task_id, None)
             if ev.kind == ESCALATED:
                 continue
             if ev.kind == "gave_up":
@@ -151,16 +158,32 @@ class BoardObserver:
             else:
                 self.candidates.pop(ev.task_id, None)
 
-    def _gave_up(self, store: BoardStore, s: AutoHealSettings) -> tuple[GaveUpTask, ...]:
+    def quiet_end(self, now: float) -> float | None:
+        """The earliest time a quiet give-up needs looking at again (None: none does)."""
+        ends = [until for _, until in self.quiet.values() if now < until < math.inf]
+        return min(ends) if ends else None
+
+    def _gave_up(
+        self, store: BoardStore, s: AutoHealSettings, now: float
+    ) -> tuple[GaveUpTask, ...]:
         self._follow_events(store)
         if not self.candidates:
             return ()
-        states = store.task_states(list(self.candidates))
+        live = {
+            task_id: ev
+            for task_id, ev in self.candidates.items()
+            if (q := self.quiet.get(task_id)) is None or q[0] != ev.event_id or q[1] <= now
+        }
+        if not live:
+            return ()
+        states = store.task_states(list(live))
+        classifier = classifier_for(s)
         out = []
-        for task_id, ev in list(self.candidates.items()):
+        for task_id, ev in live.items():
             state = states.get(task_id)
             if state is None:  # deleted
                 self.candidates.pop(task_id, None)
+                self.quiet.pop(task_id, None)
                 continue
             status, failures = state
             if status != "blocked":
@@ -176,18 +199,21 @@ class BoardObserver:
                     lane=store.claimed_lanes([task_id]).get(task_id, READY),
                 )
                 self.history[key] = hist
-            out.append(
-                GaveUpTask(
-                    task_id=task_id,
-                    consecutive_failures=failures,
-                    gave_up_event_id=ev.event_id,
-                    gave_up_at=ev.created_at,
-                    failures=hist.failures,
-                    reset_times=hist.resets.reset_times,
-                    escalated=hist.resets.escalated,
-                    lane=hist.lane,
-                )
+            loop = GaveUpTask(
+                task_id=task_id,
+                consecutive_failures=failures,
+                gave_up_event_id=ev.event_id,
+                gave_up_at=ev.created_at,
+                failures=hist.failures,
+                reset_times=hist.resets.reset_times,
+                escalated=hist.resets.escalated,
+                lane=hist.lane,
             )
+            until = quiet_until(loop, s, now, classifier)
+            if until > now:
+                self.quiet[task_id] = (ev.event_id, until)
+            else:
+                out.append(loop)
         return tuple(out)
 
     @staticmethod

@@ -27,7 +27,12 @@ class AutoHeal:
         observer = self._observers.of(store)
         host = settings.hostname or self.probe.hostname
         snapshot, skipped = observer.snapshot(store, self.probe, settings.auto_heal, host, now)
-        self._deadlines[store.path] = next_deadline(snapshot, settings.auto_heal, now)
+        due = [
+            d
+            for d in (next_deadline(snapshot, settings.auto_heal, now), observer.quiet_end(now))
+            if d is not None
+        ]
+        self._deadlines[store.path] = min(due) if due else None
         return decide(snapshot, settings.auto_heal, now), skipped
 
     def deadline(self, board: Path) -> float | None:
