@@ -193,6 +193,9 @@ class ProcessProbe:
         # worker's pidfd again on every wait until the next tick unwatched it
         self._exits = select.epoll()
         self._pidfd_ok = hasattr(os, "pidfd_open")
+        # per scope: the last refs (the very objects) and what was observed of them, while
+        # every one is verified and watched by a pidfd (nothing to look at unless one exits)
+        self._last: dict[str, tuple[list[WorkerRef], dict[str, Observation]]] = {}
         self._fd_budget = self._raise_fd_limit()
 
     @staticmethod
@@ -216,29 +219,51 @@ class ProcessProbe:
         self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str = "default"
     ) -> dict[str, Observation]:
         with self._lock:
-            wanted = {_key(r, scope) for r in refs}
-            for key in [k for k in self._watches if k[0] == scope and k not in wanted]:
-                self._unwatch(key)
             exited = self._exited()
-            out: dict[str, Observation] = {}
-            for ref in refs:
-                key = _key(ref, scope)
-                watch = self._watches.get(key)
-                if watch is not None and key not in exited and self._still_same(watch):
-                    out[ref.task_id] = Observation(
-                        Verdict.ALIVE, VERIFIED, process_started_at=watch.create_time
-                    )
-                    continue
-                if watch is not None:
-                    self._unwatch(key)
-                obs = self.inspect(ref, spawn_slack)
-                if obs.detail == VERIFIED and obs.process_started_at is not None:
-                    self._watch(key, ref.pid, obs.process_started_at)
-                out[ref.task_id] = obs
+            last = self._last.get(scope)
+            if (
+                last is not None
+                and len(last[0]) == len(refs)
+                and all(a is b for a, b in zip(last[0], refs, strict=True))
+                and not any(k[0] == scope for k in exited)
+            ):
+                # the same workers as last time, all watched by pidfd, none exited
+                return dict(last[1])
+            self._last.pop(scope, None)
+            out = self._observe(refs, spawn_slack, scope, exited)
+            if all(
+                (w := self._watches.get(_key(r, scope))) is not None and w.pidfd is not None
+                for r in refs
+            ):
+                self._last[scope] = (list(refs), dict(out))
             return out
+
+    def _observe(
+        self, refs: Sequence[WorkerRef], spawn_slack: float, scope: str, exited: set[_Key]
+    ) -> dict[str, Observation]:
+        wanted = {_key(r, scope) for r in refs}
+        for key in [k for k in self._watches if k[0] == scope and k not in wanted]:
+            self._unwatch(key)
+        out: dict[str, Observation] = {}
+        for ref in refs:
+            key = _key(ref, scope)
+            watch = self._watches.get(key)
+            if watch is not None and key not in exited and self._still_same(watch):
+                out[ref.task_id] = Observation(
+                    Verdict.ALIVE, VERIFIED, process_started_at=watch.create_time
+                )
+                continue
+            if watch is not None:
+                self._unwatch(key)
+            obs = self.inspect(ref, spawn_slack)
+            if obs.detail == VERIFIED and obs.process_started_at is not None:
+                self._watch(key, ref.pid, obs.process_started_at)
+            out[ref.task_id] = obs
+        return out
 
     def close(self) -> None:
         with self._lock:
+            self._last.clear()
             for key in list(self._watches):
                 self._unwatch(key)
 

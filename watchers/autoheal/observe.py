@@ -57,6 +57,9 @@ class BoardObserver:
     # give-ups that need nothing until a time (inf: never) unless an event arrives for
     # their task: neither read nor decided again until then (see decide.quiet_until)
     quiet: dict[str, tuple[int, float]] = field(default_factory=dict)
+    rows: dict[tuple[object, ...], RunningTask] = field(default_factory=dict)  # parsed rows
+    # their workers, by the parsed row's object (kept alive here, so ids are not reused)
+    refs: dict[int, tuple[RunningTask, WorkerRef | None]] = field(default_factory=dict)
 
     def snapshot(
         self,
@@ -66,7 +69,7 @@ class BoardObserver:
         host: str,
         now: float,
     ) -> tuple[HealSnapshot, list[SkippedRow]]:
-        running, skipped = store.running_tasks()
+        running, skipped = store.running_tasks(self.rows)
         if self.statuses_checked is None or now - self.statuses_checked >= STATUS_CHECK_SECONDS:
             self.statuses_checked = now
             self.quiet.clear()  # and every quiet give-up is looked at again
@@ -117,26 +120,36 @@ class BoardObserver:
             for task_id, status in new
         ]
 
-    @staticmethod
     def _refs(
-        running: list[RunningTask], s: AutoHealSettings, host: str, now: float
+        self, running: list[RunningTask], s: AutoHealSettings, host: str, now: float
     ) -> list[WorkerRef]:
+        """The host-local workers past their start grace. A task seen last pass keeps its
+        WorkerRef object (the probe recognises an unchanged list by its objects)."""
+        known, self.refs = self.refs, {}
         refs = []
         for task in running:
-            if task.worker_pid is None or not is_host_local(task.claim_lock, host, s.host_aliases):
+            entry = known.get(id(task))
+            if entry is not None and entry[0] is task:
+                ref = entry[1]
+            else:
+                ref = None
+                if task.worker_pid is not None and is_host_local(
+                    task.claim_lock, host, s.host_aliases
+                ):
+                    ref = WorkerRef(
+                        task_id=task.task_id,
+                        pid=task.worker_pid,
+                        run_id=task.current_run_id,
+                        claimed_at=task.attempt_started_at,
+                        worker_started_at=task.worker_started_at,
+                    )
+            self.refs[id(task)] = (task, ref)
+            if ref is None:
                 continue
             age = attempt_age(task, now)
             if age is not None and age < s.start_grace_seconds:
                 continue
-            refs.append(
-                WorkerRef(
-                    task_id=task.task_id,
-                    pid=task.worker_pid,
-                    run_id=task.current_run_id,
-                    claimed_at=task.attempt_started_at,
-                    worker_started_at=task.worker_started_at,
-                )
-            )
+            refs.append(ref)
         return refs
 
     def _follow_events(self, store: BoardStore) -> None:

@@ -483,8 +483,12 @@ class BoardStore:
     def _col(self, name: str, alias: str = "t") -> str:
         return f"{alias}.{name}" if name in self.task_columns else "NULL"
 
-    def running_tasks(self) -> tuple[list[RunningTask], list[SkippedRow]]:
-        """Every `running` task with its open attempt; malformed rows are reported."""
+    def running_tasks(
+        self, memo: dict[tuple[Any, ...], RunningTask] | None = None
+    ) -> tuple[list[RunningTask], list[SkippedRow]]:
+        """Every `running` task with its open attempt; malformed rows are reported. With
+        `memo` (the caller's, from its last call), a row read before is not parsed again;
+        on return it holds exactly this call's well-typed rows."""
         sql = (
             "SELECT t.id, t.assignee, t.claim_lock, t.claim_expires, t.worker_pid, "
             "t.current_run_id, t.started_at, t.last_heartbeat_at, t.consecutive_failures, "
@@ -494,10 +498,17 @@ class BoardStore:
         )
         tasks: list[RunningTask] = []
         skipped: list[SkippedRow] = []
+        known = dict(memo) if memo else {}
+        if memo is not None:
+            memo.clear()
         for row in self._query(sql):
-            fast = _well_typed_running(row)
+            fast = known.get(row)
+            if fast is None:
+                fast = _well_typed_running(row)
             if fast is not None:
                 tasks.append(fast)
+                if memo is not None:
+                    memo[row] = fast
                 continue
             try:
                 task_id = _task_id(row)
