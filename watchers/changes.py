@@ -45,7 +45,7 @@ POLL_SECONDS = 1.0
 """Boards without an inotify watch are compared this often."""
 MAX_WATCH_SHARE = 8
 """At most 1/8 of the user's inotify watch limit is ours ..."""
-MAX_WATCHES = 512
+MAX_WATCHES = 4096
 """... and never more than this many directories; the rest are polled."""
 
 _IN_MODIFY = 0x00000002

@@ -52,8 +52,9 @@ STALE_AFTER_INTERVALS = 3.0  # /healthz: a job with no success for this many int
 
 
 FULL_PASS_SECONDS = 600.0
-"""An unchanged board is still read in full this often: a safety net for a change no
-version test and no event reported."""
+"""An unchanged board is still read in full this often (or every interval, when that is
+longer): a safety net for a change no version test and no event reported."""
+SWEEP = "sweep"  # job ids `sweep:<watcher>`
 WAKE_SLACK_SECONDS = 0.05  # a pass this close to a wake's time answers it
 
 
@@ -302,25 +303,19 @@ class Daemon:
             started = time.monotonic()
             with self._state_lock:
                 job.running = True
-                forced = job.wake_at is not None and job.wake_at <= now + WAKE_SLACK_SECONDS
-                if forced:
-                    job.wake_at = None
+                if job.wake_at is not None and job.wake_at <= now + WAKE_SLACK_SECONDS:
+                    job.wake_at = None  # answered by this pass
             if isinstance(job.watcher, AutoHeal):
                 self.reflex.pass_started(job.path, started)
             version = board_version(job.path)
-            if not forced and self._unchanged(job, version, now, started):
-                report = TickReport(
-                    job.watcher.name, self.slug_of(job.path), now, 0.0, unchanged=True
-                )
-            else:
-                with structlog.contextvars.bound_contextvars(
-                    watcher=job.watcher.name, board=str(job.path), tick=job.ticks
-                ):
-                    report = self._run_job(job, settings)
-                job.full += 1
-                job.version = version if report.ok else None
-                if report.ok:
-                    job.full_at = started
+            with structlog.contextvars.bound_contextvars(
+                watcher=job.watcher.name, board=str(job.path), tick=job.ticks
+            ):
+                report = self._run_job(job, settings)
+            job.full += 1
+            job.version = version if report.ok else None
+            if report.ok:
+                job.full_at = started
             job.done += 1
             due = job.watcher.deadline(job.path)
             with self._state_lock:
@@ -330,29 +325,59 @@ class Daemon:
                 wanted = job.wake_at
             if wanted is not None:
                 self._bring_forward(key, wanted)
+        self._deliver(report)
+
+    def _deliver(self, *reports: TickReport) -> None:
         with self._state_lock:
-            self.last_report[(report.watcher, report.board)] = report
-            if report.ok:
-                self.last_success[(report.watcher, report.board)] = report.started_at
+            for report in reports:
+                self.last_report[(report.watcher, report.board)] = report
+                if report.ok:
+                    self.last_success[(report.watcher, report.board)] = report.started_at
             first = not self.first_round.is_set() and all(j.done > 0 for j in self._jobs.values())
             if first:
                 self.first_round.set()
         if first:
             log.info("first round done", jobs=len(self._jobs))
-        for listener in self._listeners:
-            try:
-                listener(report)
-            except Exception:
-                log.exception("report listener failed")
+        for report in reports:
+            for listener in self._listeners:
+                try:
+                    listener(report)
+                except Exception:
+                    log.exception("report listener failed")
 
-    @staticmethod
-    def _unchanged(job: _Job, version: Version | None, now: float, started: float) -> bool:
-        """The board is as the last full pass found it, that pass is recent enough, and
-        nothing the watcher waits for has fallen due: this pass needs no scans."""
-        if version is None or version != job.version or started - job.full_at >= FULL_PASS_SECONDS:
-            return False
-        due = job.watcher.deadline(job.path)
-        return due is None or due > now
+    def _sweep(self, watcher: str) -> None:
+        """Every interval, per watcher: look at each board's version. A board that changed,
+        whose deadline or wake is due, whose last pass failed, or whose last full pass is
+        older than the safety net gets its pass now; the others are recorded as passes
+        over an unchanged board (no scans). One wake-up per watcher and interval, however
+        many boards there are."""
+        now = self.clock.now()
+        mono = time.monotonic()
+        settings = self.settings
+        interval, _ = interval_of(settings, watcher)
+        full_every = max(FULL_PASS_SECONDS, interval)
+        unchanged: list[TickReport] = []
+        for key, job in list(self._jobs.items()):
+            if job.watcher.name != watcher:
+                continue
+            with self._state_lock:
+                busy, wanted = job.running, job.wake_at
+            if busy or job.done == 0:
+                continue  # a pass is under way (or the first one still to come)
+            due = job.watcher.deadline(job.path)
+            version = board_version(job.path)
+            if (
+                version is None
+                or version != job.version
+                or mono - job.full_at >= full_every
+                or (due is not None and due <= now)
+                or (wanted is not None and wanted <= now + WAKE_SLACK_SECONDS)
+            ):
+                self._bring_forward(key, now)
+                continue
+            unchanged.append(TickReport(watcher, self.slug_of(job.path), now, 0.0, unchanged=True))
+        if unchanged:
+            self._deliver(*unchanged)
 
     def _run_job(self, job: _Job, settings: Settings) -> TickReport:
         slug = self.slug_of(job.path)
@@ -396,6 +421,9 @@ class Daemon:
         for key in list(self._jobs):
             scheduler.remove_job(key)
             self._jobs.pop(key)
+        for job in scheduler.get_jobs():
+            if job.id.startswith(f"{SWEEP}:"):
+                scheduler.remove_job(job.id)
         self.probe.close()
         watchers = enabled_watchers(settings, self.probe)
         now = datetime.now(UTC)
@@ -412,16 +440,30 @@ class Daemon:
                 scheduled[(watcher.name, slugs[path])] = self.clock.now() + (
                     FIRST_TICK_STAGGER_SECONDS * index
                 )
+                # The board's full pass: first at once, then when the sweep, an exit, a
+                # write or a deadline brings it forward, at the latest at the safety net.
+                # However late the pool gets to it (a thousand boards' first round), it runs.
                 scheduler.add_job(
                     self._tick,
                     "interval",
                     args=(key,),
                     id=key,
                     name=key,
-                    seconds=interval,
+                    seconds=max(FULL_PASS_SECONDS, interval),
                     jitter=jitter or None,
                     next_run_time=first,
+                    misfire_grace_time=None,
                 )
+            scheduler.add_job(
+                self._sweep,
+                "interval",
+                args=(watcher.name,),
+                id=f"{SWEEP}:{watcher.name}",
+                name=f"{SWEEP}:{watcher.name}",
+                seconds=interval,
+                jitter=jitter or None,
+                next_run_time=first + timedelta(seconds=interval),
+            )
         self.changes.watch(paths)
         with self._state_lock:
             self._paths = tuple(paths)
