@@ -1,3 +1,3 @@
-from watchers.cli import main
+from watchers.launch import main
 
 raise SystemExit(main())

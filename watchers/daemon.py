@@ -313,6 +313,8 @@ class Daemon:
             ):
                 report = self._run_job(job, settings)
             job.full += 1
+            if report.duration_seconds >= BIG_PASS_SECONDS:
+                _trim_heap()
             job.version = version if report.ok else None
             if report.ok:
                 job.full_at = started
@@ -626,6 +628,17 @@ def _enable_faulthandler() -> None:
         return
     with contextlib.suppress(AttributeError, OSError, ValueError):
         faulthandler.enable(all_threads=True)
+
+
+BIG_PASS_SECONDS = 0.1
+"""After a pass this long (a first load, a large board's history) the heap is trimmed."""
+
+
+def _trim_heap() -> None:
+    """Give the memory a big pass freed back to the system (glibc keeps it otherwise);
+    best effort, about a millisecond."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _limit_malloc_arenas() -> None:
