@@ -11,6 +11,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import rows
 from tests.real.test_daemon import run_daemon, status, wait_for  # noqa: F401 (fixture)
 from tests.real.test_reflex import NEVER, live
 from watchers.changes import ChangeFeed
@@ -125,3 +126,58 @@ def test_without_inotify_boards_are_polled_and_a_write_still_reported(board, dis
         assert wait_for(lambda: board in seen, 10)
     finally:
         feed.stop()
+
+
+def cards_for(board, task: str) -> list[str]:
+    return [
+        title
+        for (title,) in rows(board, "SELECT title FROM tasks WHERE title LIKE '[BLOCKED] %'")
+        if task in title
+    ]
+
+
+def test_a_time_budgets_lines_are_deadlines_the_budget_pass_wakes_for(
+    board, dispatcher, run_daemon
+):
+    """Budget interval 600 s: the first pass finds a 20 s budget untouched; the 80 % line
+    and the budget's end wake the watcher on time (a warning, then a card)."""
+    task = dispatcher.create_task("long", "alice", body="Time budget: 20s")
+    dispatcher.claim(task)
+    dispatcher.start_worker(task)
+    d = run_daemon(
+        "--board",
+        str(board),
+        WATCHERS_AUTO_HEAL__ENABLED="false",
+        WATCHERS_DISTRESS__ENABLED="false",
+        WATCHERS_BUDGET__INTERVAL_SECONDS=NEVER,
+    )
+    assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
+    assert cards_for(board, task) == []
+
+    assert wait_for(lambda: cards_for(board, task) != [], 60), d.log.read_text()
+    reasons = [line.get("reason") for line in d.lines() if line.get("event") == "action"]
+    assert reasons == ["time_budget_warning", "time_budget"], reasons
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_a_silent_worker_becomes_stuck_on_time_without_a_periodic_pass(
+    board, dispatcher, run_daemon
+):
+    """Distress interval 600 s, stuck after 8 s: the silence's end is a deadline."""
+    task = live(dispatcher, "silent")
+    d = run_daemon(
+        "--board",
+        str(board),
+        WATCHERS_AUTO_HEAL__ENABLED="false",
+        WATCHERS_BUDGET__ENABLED="false",
+        WATCHERS_DISTRESS__INTERVAL_SECONDS=NEVER,
+        WATCHERS_DISTRESS__STUCK_AFTER_SECONDS="8",
+    )
+    assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
+
+    assert wait_for(lambda: cards_for(board, task) != [], 60), d.log.read_text()
+    [action] = [line for line in d.lines() if line.get("event") == "action"]
+    assert (action["task"], action["reason"]) == (task, "stuck")
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0

@@ -212,3 +212,9 @@ def test_the_next_deadline_is_when_a_provider_cooldown_ends_while_a_signal_waits
     sig = ProviderSignal("openai", "t_0000aaaa", NOW - 10, retry_after=120.0)
     assert next_deadline(snap(case(), signals=[sig]), S, NOW) == NOW - 10 + 120.0
     assert next_deadline(snap(signals=[sig]), S, NOW) is None
+
+
+def test_the_next_deadline_includes_the_moment_a_silent_worker_would_become_stuck():
+    """Not stuck yet (the observer says when it would be): that moment is the deadline."""
+    assert next_deadline(replace(snap(), silent_until=NOW + 90), S, NOW) == NOW + 90
+    assert next_deadline(replace(snap(), silent_until=NOW - 1), S, NOW) is None

@@ -62,6 +62,7 @@ class DistressSnapshot:
     stuck: tuple[StuckCase, ...] = ()
     escalations: tuple[EscalationCase, ...] = ()
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
+    silent_until: float | None = None  # when the next silent running worker becomes stuck
 
 
 def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: float) -> str:
@@ -283,6 +284,8 @@ def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> fl
         for case in snap.stuck
         if case.since + s.stuck_after_seconds > now
     ]
+    if snap.silent_until is not None and snap.silent_until > now:
+        due.append(snap.silent_until)
     if snap.signal_cases:
         due.extend(c.until for c in cooldowns(snap.signals, s).values() if c.until > now)
     return min(due) if due else None

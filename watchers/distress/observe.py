@@ -215,6 +215,17 @@ class DistressObserver:
             >= s.distress.stuck_after_seconds
             and card_needed(cards, t.task_id, "env_blocker", since)
         ]
+        grace = s.auto_heal.start_grace_seconds
+        silent_until = min(
+            (
+                max(since + s.distress.stuck_after_seconds, (t.attempt_started_at or 0) + grace)
+                for t in running
+                if t.claimed
+                and now - (since := t.last_heartbeat_at or t.attempt_started_at or now)
+                < s.distress.stuck_after_seconds
+            ),
+            default=None,
+        )
         wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates)})
         details = store.task_details(wanted) if wanted else {}
 
@@ -298,6 +309,7 @@ class DistressObserver:
             signals=signals,
             signal_cases=tuple(signal_cases),
             stuck=tuple(stuck),
+            silent_until=silent_until,
             escalations=tuple(escalations),
             cards=cards,
         )
