@@ -860,30 +860,22 @@ def report(res: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--boards", type=int, default=101, help="boards in scenario 1 (>= 1)")
-    ap.add_argument("--workers", type=int, default=200, help="live workers in scenario 1")
-    ap.add_argument(
-        "--thousand",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run scenario 2 (1,000 boards)",
-    )
-    ap.add_argument("--thousand-boards", type=int, default=1000)
-    ap.add_argument("--thousand-workers", type=int, default=20)
-    ap.add_argument("--idle-seconds", type=float, default=60.0, help="scenario 1's CPU window")
-    ap.add_argument("--settle-seconds", type=float, default=60.0, help="after the first round")
-    ap.add_argument("--thousand-idle-seconds", type=float, default=30.0)
-    ap.add_argument("--out", type=Path, default=OUT_PATH)
+    ap = parser()
     args = ap.parse_args(argv)
     if args.boards < 1 or args.thousand_boards < 1:
         ap.error("--boards and --thousand-boards must be >= 1")
     if args.workers < 0 or args.thousand_workers < 1:
         ap.error("--workers must be >= 0 and --thousand-workers >= 1")
-
-    t_start = time.monotonic()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
+    res = collect(args)
+    report(res, args.out)
+    return 0 if res["all_pass"] else 1
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the scenarios `args` asks for; their figures (bench/run.py calls this too)."""
+    t_start = time.monotonic()
     _raise_nofile()
     res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     res["machine"] = machine_facts()
@@ -924,8 +916,26 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         res["phases_s"] = phases.times
         res["total_s"] = round(time.monotonic() - t_start, 1)
-        report(res, args.out)
-    return 0 if res["all_pass"] else 1
+    return res
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--boards", type=int, default=101, help="boards in scenario 1 (>= 1)")
+    ap.add_argument("--workers", type=int, default=200, help="live workers in scenario 1")
+    ap.add_argument(
+        "--thousand",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run scenario 2 (1,000 boards)",
+    )
+    ap.add_argument("--thousand-boards", type=int, default=1000)
+    ap.add_argument("--thousand-workers", type=int, default=20)
+    ap.add_argument("--idle-seconds", type=float, default=60.0, help="scenario 1's CPU window")
+    ap.add_argument("--settle-seconds", type=float, default=60.0, help="after the first round")
+    ap.add_argument("--thousand-idle-seconds", type=float, default=30.0)
+    ap.add_argument("--out", type=Path, default=OUT_PATH)
+    return ap
 
 
 if __name__ == "__main__":
