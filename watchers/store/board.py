@@ -34,6 +34,7 @@ from watchers.model import (
     FailureRecord,
     RunningTask,
     SkippedRow,
+    TaskStatus,
 )
 from watchers.store.schema import REQUIRED_TABLES, REQUIRED_TASK_COLUMNS
 
@@ -703,45 +704,83 @@ class BoardStore:
                 return
             after = rows[-1][0]
 
+    def _open_task_pages(self, page: int = 500) -> Iterator[list[str]]:
+        """Ids of every task in an open status (any known status but done and archived),
+        in pages, from Hermes's status index: each page is its own short read."""
+        statuses = sorted(KNOWN_STATUSES - {TaskStatus.DONE.value, TaskStatus.ARCHIVED.value})
+        marks = ",".join("?" * len(statuses))
+        after = 0
+        while True:
+            with self._reading():
+                rows = self._query(
+                    f"SELECT rowid, id FROM tasks WHERE status IN ({marks}) AND rowid > ? "
+                    "ORDER BY rowid LIMIT ?",
+                    (*statuses, after, page),
+                )
+            ids = [r[1] for r in rows if isinstance(r[1], str) and r[1]]
+            if ids:
+                yield ids
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def _rows_of(
+        self, sql: str, task_ids: list[str], params: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """`sql` (taking the ids' marks as `{marks}`, then `params`) over one page of task
+        ids, read leniently (an undecodable text is marked, not raised)."""
+        marks = ",".join("?" * len(task_ids))
+        self._conn.text_factory = _lenient_text
+        try:
+            with self._reading():
+                return self._conn.execute(sql.format(marks=marks), (*task_ids, *params)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from exc
+        finally:
+            self._conn.text_factory = str
+
     def runs_of_open_tasks(self) -> Iterator[tuple[str, int, int, str | None, str | None]]:
         """(task id, run id, started_at, outcome, error) of every task not done/archived,
-        oldest first, in pages (the error texts of a large board need not all be in memory
-        at once, nor read in one long transaction). Undecodable rows are skipped."""
-        for row in self._pages(
-            "SELECT r.id, r.task_id, r.started_at, r.outcome, r.error FROM task_runs r "
-            "JOIN tasks t ON t.id = r.task_id WHERE r.id > ? "
-            "AND t.status NOT IN ('done', 'archived') ORDER BY r.id LIMIT ?",
-            (),
-        ):
-            try:
-                yield (
-                    _task_id(row[1:]),
-                    _req_int(row, 0, "task_runs.id"),
-                    _req_int(row, 2, "started_at"),
-                    _opt_text(row, 3, "outcome"),
-                    _opt_text(row, 4, "error"),
-                )
-            except _Malformed:
-                continue
+        each task's oldest first, a page of tasks at a time (found through the status
+        index, their runs through the runs' task index: a board's closed history is
+        never scanned). Undecodable rows are skipped."""
+        for ids in self._open_task_pages():
+            for row in self._rows_of(
+                "SELECT r.id, r.task_id, r.started_at, r.outcome, r.error FROM task_runs r "
+                "WHERE r.task_id IN ({marks}) ORDER BY r.task_id, r.id",
+                ids,
+                (),
+            ):
+                try:
+                    yield (
+                        _task_id(row[1:]),
+                        _req_int(row, 0, "task_runs.id"),
+                        _req_int(row, 2, "started_at"),
+                        _opt_text(row, 3, "outcome"),
+                        _opt_text(row, 4, "error"),
+                    )
+                except _Malformed:
+                    continue
 
     def events_of_open_tasks(self, kinds: Iterable[str], upto: int) -> Iterator[EventRow]:
         """Events of the given kinds, with ids up to `upto`, of every task not done/archived,
-        oldest first, in pages; payloads only where a budget needs them. Undecodable rows
-        are skipped."""
+        each task's oldest first, a page of tasks at a time; payloads only where a budget
+        needs them. Undecodable rows are skipped."""
         kinds = tuple(kinds)
-        marks = ",".join("?" * len(kinds))
-        for row in self._pages(
-            "SELECT e.id, e.task_id, e.kind, e.created_at, "
-            "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
-            "THEN e.payload END, NULL, NULL, NULL, e.run_id "
-            "FROM task_events e JOIN tasks t ON t.id = e.task_id "
-            f"WHERE e.id > ? AND e.id <= ? AND t.status NOT IN ('done', 'archived') "
-            f"AND e.kind IN ({marks}) ORDER BY e.id LIMIT ?",
-            (upto, *kinds),
-        ):
-            event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
-            if event is not None:
-                yield event
+        kind_marks = ",".join("?" * len(kinds))
+        for ids in self._open_task_pages():
+            for row in self._rows_of(
+                "SELECT e.id, e.task_id, e.kind, e.created_at, "
+                "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
+                "THEN e.payload END, NULL, NULL, NULL, e.run_id "
+                "FROM task_events e WHERE e.task_id IN ({marks}) AND e.id <= ? "
+                f"AND e.kind IN ({kind_marks}) ORDER BY e.task_id, e.id",
+                ids,
+                (upto, *kinds),
+            ):
+                event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
+                if event is not None:
+                    yield event
 
     def heartbeat_counts(
         self, run_ids: Sequence[int], upto: int | None = None
