@@ -20,6 +20,7 @@ from typing import Any
 
 from watchers.budget import WATCHER
 from watchers.budget.budgets import Budgets
+from watchers.budget.fingerprint import FAILURE_TEXT_KEPT
 from watchers.cards import CardState, SourceTask, card_action, card_needed, one_line
 from watchers.model import Action, ActionKind
 from watchers.settings import Settings
@@ -107,7 +108,11 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                 Overrun(
                     "repeated_failure",
                     max(f.at for f in same),
-                    {"fingerprint": fp, "count": n, "error": one_line(same[-1].text, 240)},
+                    {
+                        "fingerprint": fp,
+                        "count": n,
+                        "error": one_line(same[-1].text, FAILURE_TEXT_KEPT),
+                    },
                     max((f.event_id for f in same if f.event_id is not None), default=None),
                 )
             )

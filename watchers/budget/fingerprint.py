@@ -29,3 +29,8 @@ def normalize(text: str) -> str:
 def fingerprint(text: str) -> str:
     """A short, stable id of the normalised text."""
     return hashlib.blake2b(normalize(text).encode(), digest_size=6).hexdigest()
+
+
+FAILURE_TEXT_KEPT = 240
+"""A failure's text is kept only as far as a card quotes it (its fingerprint is of the
+whole text)."""

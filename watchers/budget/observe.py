@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 
 from watchers.budget.budgets import BodyBudgets, Budgets, parse_body, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
-from watchers.budget.fingerprint import fingerprint
-from watchers.cards import CardIndex, SourceTask, scope_exclusions
+from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
+from watchers.cards import CardIndex, SourceTask, one_line, scope_exclusions
 from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
 from watchers.hermes.workspace import touched_files, workspace_state
@@ -121,6 +121,10 @@ class _Memo:
         self.resets, self.last_reset_at, self.last_reset_event = 0, None, None
 
 
+def _failure(text: str, at: float, event_id: int | None = None) -> Failure:
+    return Failure(fingerprint(text), one_line(text, FAILURE_TEXT_KEPT), at, event_id)
+
+
 def scope_lines(body: str) -> tuple[str, ...]:
     """Bulleted or numbered lines of a task body: the pieces a split could follow."""
     out = []
@@ -182,7 +186,7 @@ class BudgetObserver:
                 memo.attempt_runs.add(run_id)
             memo.last_attempt_at = started
             if outcome in FAILURE_OUTCOMES and error:
-                memo.fail(run_id, Failure(fingerprint(error), error, float(started)))
+                memo.fail(run_id, _failure(error, float(started)))
         for r in store.budget_rows(budget_bodies_only=True):
             row = _Row.of(r)
             if r.task_id in self.memos:
@@ -249,9 +253,7 @@ class BudgetObserver:
         elif ev.kind in _FAILURE_KINDS:
             text = ev.run_error or str(ev.payload.get("error") or "")
             if ev.run_id is not None and text:
-                memo.fail(
-                    ev.run_id, Failure(fingerprint(text), text, float(ev.created_at), ev.event_id)
-                )
+                memo.fail(ev.run_id, _failure(text, float(ev.created_at), ev.event_id))
         elif ev.kind == "unblocked":
             if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
                 memo.resets += 1
