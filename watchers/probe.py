@@ -31,6 +31,7 @@ import resource
 import select
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,6 +44,8 @@ VERIFIED = "verified worker"  # alive, and its identity checked: only these are 
 _BORN_BEFORE_CLAIM_TOLERANCE = 2.0  # claim times are whole seconds; process start times are not
 _FINGERPRINT_TOLERANCE = 1.0
 _FD_RESERVE = 256
+STAT_POLL_SECONDS = 1.0
+"""Workers watched without a pidfd are looked at this often for the reflex."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,8 @@ class ProcessProbe:
         # worker's pidfd again on every wait until the next tick unwatched it
         self._exits = select.epoll()
         self._pidfd_ok = hasattr(os, "pidfd_open")
+        self._next_stat_poll = 0.0
+        self._stat_reported: set[_Key] = set()  # pidfd-less exits told to exited_scopes
         # per scope: the last refs (the very objects) and what was observed of them, while
         # every one is verified and watched by a pidfd (nothing to look at unless one exits)
         self._last: dict[str, tuple[list[WorkerRef], dict[str, Observation]]] = {}
@@ -269,15 +274,37 @@ class ProcessProbe:
 
     def exited_scopes(self, timeout: float) -> set[str]:
         """Block up to `timeout` seconds for watched workers to exit; the scopes that
-        watched them (each exit is reported once; the next `observe` judges it)."""
+        watched them (each exit is reported once; the next `observe` judges it). Workers
+        watched without a pidfd (none on this kernel, or past the descriptor budget) are
+        compared by their /proc start time at least every STAT_POLL_SECONDS instead."""
+        with self._lock:
+            polled = any(w.pidfd is None for w in self._watches.values())
+        if polled:
+            timeout = max(0.0, min(timeout, self._next_stat_poll - time.monotonic()))
         try:
             ready = self._exits.poll(timeout)
         except (OSError, ValueError):  # closed under us: nothing more to report
             return set()
-        if not ready:
-            return set()
         with self._lock:
-            return {self._by_fd[fd][0] for fd, _ in ready if fd in self._by_fd}
+            scopes = {self._by_fd[fd][0] for fd, _ in ready if fd in self._by_fd}
+            if polled and time.monotonic() >= self._next_stat_poll:
+                self._next_stat_poll = time.monotonic() + STAT_POLL_SECONDS
+                scopes |= self._stat_exits()
+        return scopes
+
+    def _stat_exits(self) -> set[str]:
+        """Scopes of pidfd-less watches whose process is gone, a zombie or another one
+        (each reported once)."""
+        gone = set()
+        for key, watch in self._watches.items():
+            if (
+                watch.pidfd is None
+                and key not in self._stat_reported
+                and not self._still_same(watch)
+            ):
+                self._stat_reported.add(key)
+                gone.add(key[0])
+        return gone
 
     @property
     def watching(self) -> int:
@@ -375,6 +402,7 @@ class ProcessProbe:
         self._watches[key] = _Watch(pid, create_time, stat_start, pidfd)
 
     def _unwatch(self, key: _Key) -> None:
+        self._stat_reported.discard(key)
         watch = self._watches.pop(key, None)
         if watch is None or watch.pidfd is None:
             return

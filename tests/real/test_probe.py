@@ -192,3 +192,36 @@ def test_workers_no_longer_asked_about_are_forgotten(probe, procs):
     assert probe.watching == 2
     probe.observe([ref(a, "t_0000000a")], 120)
     assert probe.watching == 1
+
+
+def _exits_within(probe: ProcessProbe, seconds: float) -> set[str]:
+    """What `exited_scopes` reports within `seconds` (a failure bound, not a latency)."""
+    deadline = time.monotonic() + seconds
+    found: set[str] = set()
+    while not found and time.monotonic() < deadline:
+        found = probe.exited_scopes(0.5)
+    return found
+
+
+def test_a_watched_workers_exit_is_reported_once_with_its_scope(probe, procs):
+    """The pidfd path: an exit wakes exited_scopes, once."""
+    p = worker(procs)
+    probe.observe([ref(p)], 120, scope="auto-heal:/b/kanban.db")
+    assert probe.exited_scopes(0) == set()
+    p.kill()
+    assert _exits_within(probe, 10) == {"auto-heal:/b/kanban.db"}
+    assert probe.exited_scopes(0) == set()
+
+
+def test_without_pidfds_an_exit_is_still_reported_within_about_a_second(probe, procs):
+    """The fallback: watches without a pidfd are compared by /proc start time about once a
+    second, so the reflex hears of deaths there too (once each)."""
+    probe._pidfd_ok = False
+    p = worker(procs)
+    probe.observe([ref(p)], 120, scope="auto-heal:/b/kanban.db")
+    assert probe.watching == 1
+    assert probe.exited_scopes(0) == set()
+    p.kill()
+    p.wait()
+    assert _exits_within(probe, 10) == {"auto-heal:/b/kanban.db"}
+    assert _exits_within(probe, 1.5) == set()  # told once; the next observe judges it
