@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -47,11 +45,20 @@ import traceback
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import (
+    Phases,
+    _die_with_parent,
+    _on_signal,
+    _raise_nofile,
+    kib,
+    proc_status,
+    stop_workers,
+    watchers_argv,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_PATH = ROOT / "bench" / "out" / "fleet.json"
@@ -69,25 +76,9 @@ POLL_S = 0.1
 HTTP_TIMEOUT_S = 2.0  # /readyz
 SCRAPE_TIMEOUT_S = 15.0  # /metrics (a busy daemon with 1,000 boards answers slowly)
 SHUTDOWN_WAIT_S = 20.0
-WORKER_EXIT_WAIT_S = 10.0
 SCRAPE_PAUSE_S = 2.0  # between a /metrics scrape and the CPU window's edge
 
 # -- /proc helpers (copied from bench/run.py: that file is edited independently) ---------
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
-def kib(value: str | None) -> int | None:
-    if not value:
-        return None
-    return int(value.split()[0])
 
 
 def _stat_cpu(path: str) -> float | None:
@@ -137,28 +128,6 @@ def fd_counts(pid: int) -> dict[str, int]:
         else:
             kinds["other"] += 1
     return {"total": sum(kinds.values()), **dict(sorted(kinds.items()))}
-
-
-def _die_with_parent() -> None:
-    """In the daemon's child process: SIGTERM it if the benchmark dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def watchers_argv() -> list[str]:
-    exe = Path(sys.executable).parent / "watchers"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "watchers"]
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def free_port() -> int:
@@ -222,21 +191,6 @@ def machine_facts() -> dict[str, Any]:
 # -- boards and workers ----------------------------------------------------------------
 
 
-@dataclass
-class Phases:
-    times: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self.times[name] = round(time.monotonic() - t0, 2)
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {self.times[name]:.1f} s", flush=True)
-
-
 def make_boards(root: Path, n_boards: int) -> list[Path]:
     """`root/boards/bNNN/kanban.db`: one empty board, copied."""
     from watchers.store.schema import create_board
@@ -274,31 +228,6 @@ def start_running(path: Path, n_workers: int) -> tuple[Any, dict[str, int]]:
         stop_workers(disp)
         raise
     return disp, run_ids
-
-
-def stop_workers(disp: Any) -> dict[str, int]:
-    """Close every worker's stdin (they exit on EOF), wait bounded, kill leftovers (by
-    pid: they are our own children)."""
-    procs: list[subprocess.Popen[bytes]] = list(disp.workers.values())
-    for p in procs:
-        if p.stdin is not None:
-            with contextlib.suppress(OSError):
-                p.stdin.close()
-    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
-    killed = 0
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.01, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            killed += 1
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=5)
-    leftover = sum(1 for p in procs if p.poll() is None)
-    disp.workers.clear()
-    with contextlib.suppress(sqlite3.Error):
-        disp.conn.close()
-    return {"workers": len(procs), "killed_after_timeout": killed, "still_running": leftover}
 
 
 # -- the daemon ------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import math
@@ -33,7 +32,6 @@ import os
 import platform
 import random
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -44,12 +42,22 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
+
+from common import (
+    Phases,
+    _die_with_parent,
+    _on_signal,
+    _raise_nofile,
+    kib,
+    proc_status,
+    stop_workers,
+    watchers_argv,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -68,7 +76,6 @@ KILL_PHASE_LIMIT_S = 180.0
 RSS_MIN_AGE_S = 60.0
 POLL_S = 0.1
 SHUTDOWN_WAIT_S = 20.0
-WORKER_EXIT_WAIT_S = 10.0
 
 PROFILES = ("default", "coder", "researcher", "writer", "reviewer", "ops")
 # Hermes profiles on disk (`model: {provider, default}`): 6 workers over 3 providers,
@@ -104,21 +111,6 @@ def pct(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
-def kib(value: str | None) -> int | None:
-    if not value:
-        return None
-    return int(value.split()[0])
-
-
 def cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -139,21 +131,6 @@ def pidfd_count(pid: int) -> int:
             if os.readlink(f"/proc/{pid}/fd/{name}") == "anon_inode:[pidfd]":
                 n += 1
     return n
-
-
-@dataclass
-class Phases:
-    times: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self.times[name] = round(time.monotonic() - t0, 2)
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {self.times[name]:.1f} s", flush=True)
 
 
 # -- phase 1: the board -------------------------------------------------------------
@@ -1393,30 +1370,6 @@ def start_running(
     return disp, run_ids
 
 
-def stop_workers(disp: Any) -> dict[str, int]:
-    """Close every worker's stdin (they exit on EOF), wait bounded, kill leftovers."""
-    procs: list[subprocess.Popen[bytes]] = list(disp.workers.values())
-    for p in procs:
-        if p.stdin is not None:
-            with contextlib.suppress(OSError):
-                p.stdin.close()
-    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
-    killed = 0
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.01, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            killed += 1
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=5)
-    leftover = sum(1 for p in procs if p.poll() is None)
-    disp.workers.clear()
-    with contextlib.suppress(sqlite3.Error):
-        disp.conn.close()
-    return {"workers": len(procs), "killed_after_timeout": killed, "still_running": leftover}
-
-
 # -- phase 2: the in-process steady-state tick --------------------------------------------
 
 
@@ -1942,17 +1895,6 @@ def _columns(path: Path) -> set[str]:
 # -- phases 4 and 5: the daemon --------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the daemon's child process: SIGTERM it if the benchmark dies (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def watchers_argv() -> list[str]:
-    exe = Path(sys.executable).parent / "watchers"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "watchers"]
-
-
 @dataclass
 class DaemonRun:
     proc: subprocess.Popen[bytes]
@@ -2178,17 +2120,6 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "bench_rss_at_start_kib": mem,
     }
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 def fmt(value: Any, unit: str, digits: int = 1) -> str:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import rows
 from tests.real.test_daemon import run_daemon, status, wait_for  # noqa: F401 (fixture)
-from tests.real.test_reflex import NEVER, live
+from tests.real.test_reflex import NEVER, auto_heal_only, live
 from watchers.changes import ChangeFeed
 
 WATCHERS = ("auto-heal", "distress", "budget")
@@ -75,13 +75,7 @@ def test_a_worker_claimed_after_the_first_pass_is_watched_and_its_death_healed(
 ):
     """Interval 600 s: a claim made after the first pass is noticed through the change
     feed (a pass reads it and watches the worker), so its death is healed in seconds."""
-    d = run_daemon(
-        "--board",
-        str(board),
-        WATCHERS_AUTO_HEAL__INTERVAL_SECONDS=NEVER,
-        WATCHERS_DISTRESS__ENABLED="false",
-        WATCHERS_BUDGET__ENABLED="false",
-    )
+    d = auto_heal_only(run_daemon, board)
     assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
     url = metrics_url(d)
     before = ticks(url)[("auto-heal", "ok")]

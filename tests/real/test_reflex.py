@@ -18,17 +18,23 @@ def live(dispatcher, title: str = "works") -> str:
     return task
 
 
-def test_a_death_wakes_auto_heal_long_before_its_interval(board, dispatcher, run_daemon):
-    """Interval 600 s: the worker is verified by the first pass, killed, and healed within
-    seconds (the bound below only fails the test; it is not a latency target)."""
-    task = live(dispatcher)
-    d = run_daemon(
+def auto_heal_only(run_daemon, board, **env: str):
+    """`watchers run` on `board`: auto-heal alone, its interval 600 s."""
+    return run_daemon(
         "--board",
         str(board),
         WATCHERS_AUTO_HEAL__INTERVAL_SECONDS=NEVER,
         WATCHERS_DISTRESS__ENABLED="false",
         WATCHERS_BUDGET__ENABLED="false",
+        **env,
     )
+
+
+def test_a_death_wakes_auto_heal_long_before_its_interval(board, dispatcher, run_daemon):
+    """Interval 600 s: the worker is verified by the first pass, killed, and healed within
+    seconds (the bound below only fails the test; it is not a latency target)."""
+    task = live(dispatcher)
+    d = auto_heal_only(run_daemon, board)
     assert wait_for(lambda: _verified(d), 20), d.log.read_text()
 
     dispatcher.kill_worker(task)
@@ -47,14 +53,7 @@ def test_deaths_that_arrive_together_are_judged_together_and_trip_the_guard(
     """Four of four workers killed at once: one pass sees all of them, and the guard holds
     every reap exactly as a periodic tick would."""
     tasks = [live(dispatcher, f"w{i}") for i in range(4)]
-    d = run_daemon(
-        "--board",
-        str(board),
-        WATCHERS_AUTO_HEAL__INTERVAL_SECONDS=NEVER,
-        WATCHERS_AUTO_HEAL__GUARD_MIN_TASKS="3",
-        WATCHERS_DISTRESS__ENABLED="false",
-        WATCHERS_BUDGET__ENABLED="false",
-    )
+    d = auto_heal_only(run_daemon, board, WATCHERS_AUTO_HEAL__GUARD_MIN_TASKS="3")
     assert wait_for(lambda: _verified(d), 20), d.log.read_text()
 
     for task in tasks:
@@ -74,14 +73,7 @@ def test_a_death_inside_the_start_grace_is_healed_when_the_grace_ends(
     """Grace 3 s, interval 600 s: the worker dies at once; the grace's end is a deadline."""
     task = live(dispatcher)
     dispatcher.kill_worker(task)
-    d = run_daemon(
-        "--board",
-        str(board),
-        WATCHERS_AUTO_HEAL__INTERVAL_SECONDS=NEVER,
-        WATCHERS_AUTO_HEAL__START_GRACE_SECONDS="3",
-        WATCHERS_DISTRESS__ENABLED="false",
-        WATCHERS_BUDGET__ENABLED="false",
-    )
+    d = auto_heal_only(run_daemon, board, WATCHERS_AUTO_HEAL__START_GRACE_SECONDS="3")
 
     assert wait_for(lambda: status(board, task) == "ready", 30), d.log.read_text()
     assert rows(board, "SELECT consecutive_failures FROM tasks WHERE id = ?", (task,)) == [(1,)]

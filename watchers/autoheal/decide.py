@@ -247,6 +247,16 @@ def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list
     return actions + reaps
 
 
+def _backoff(loop: GaveUpTask, resets: int, s: AutoHealSettings) -> float:
+    """How long after its give-up a crash loop with `resets` recent resets waits."""
+    return compute_backoff(
+        resets,
+        s.reset_backoff_base_seconds,
+        s.reset_backoff_cap_seconds,
+        key=f"{loop.task_id}:{loop.gave_up_event_id}",
+    )
+
+
 def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list[Action]:
     actions: list[Action] = []
     classifier = classifier_for(s)
@@ -298,12 +308,7 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
                 )
             )
             continue
-        delay = compute_backoff(
-            len(recent),
-            s.reset_backoff_base_seconds,
-            s.reset_backoff_cap_seconds,
-            key=f"{task.task_id}:{task.gave_up_event_id}",
-        )
+        delay = _backoff(task, len(recent), s)
         due = task.gave_up_at + delay
         if now < due:
             continue
@@ -349,13 +354,7 @@ def quiet_until(
         if not loop.escalated:
             return now
         return recent[len(recent) - s.max_resets] + s.reset_window_seconds
-    delay = compute_backoff(
-        len(recent),
-        s.reset_backoff_base_seconds,
-        s.reset_backoff_cap_seconds,
-        key=f"{loop.task_id}:{loop.gave_up_event_id}",
-    )
-    return max(now, loop.gave_up_at + delay)
+    return max(now, loop.gave_up_at + _backoff(loop, len(recent), s))
 
 
 def next_deadline(snap: HealSnapshot, s: AutoHealSettings, now: float) -> float | None:

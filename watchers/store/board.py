@@ -689,16 +689,7 @@ class BoardStore:
         checkpoints short; see the README's torn-extend caveat). The key is column 0."""
         after = 0
         while True:
-            # the lenient decoder only while this page is read: between pages the caller
-            # may use the connection for other reads
-            self._conn.text_factory = _lenient_text
-            try:
-                with self._reading():
-                    rows = self._conn.execute(sql, (after, *params, page)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._fail(exc) from exc
-            finally:
-                self._conn.text_factory = str
+            rows = self._lenient_read(sql, (after, *params, page))
             yield from rows
             if len(rows) < page:
                 return
@@ -730,10 +721,15 @@ class BoardStore:
         """`sql` (taking the ids' marks as `{marks}`, then `params`) over one page of task
         ids, read leniently (an undecodable text is marked, not raised)."""
         marks = ",".join("?" * len(task_ids))
+        return self._lenient_read(sql.format(marks=marks), (*task_ids, *params))
+
+    def _lenient_read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """One short read whose undecodable texts are marked, not raised. The lenient
+        decoder is set only while it runs: the caller may read otherwise in between."""
         self._conn.text_factory = _lenient_text
         try:
             with self._reading():
-                return self._conn.execute(sql.format(marks=marks), (*task_ids, *params)).fetchall()
+                return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._fail(exc) from exc
         finally:
