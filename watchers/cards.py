@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from watchers.model import Action, ActionKind
@@ -122,7 +123,26 @@ class CardFacts:
     evidence: Mapping[str, Any]
 
 
+EPOCH_FLOOR = 1_000_000_000  # 2001-09-09: smaller numbers are counts, not times
+
+
+def readable_time(epoch: float) -> str:
+    """An epoch time as a person reads it: ISO 8601, UTC, to the second."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _is_time(key: str, value: Any) -> bool:
+    return (
+        key.endswith(("_at", "_until"))
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value >= EPOCH_FLOOR
+    )
+
+
 def _evidence_line(key: str, value: Any) -> str:
+    if _is_time(key, value):
+        return f"- {key}: {readable_time(value)}"
     if isinstance(value, (dict, list, tuple)):
         shown = json.dumps(value, ensure_ascii=False, default=str)
     else:

@@ -1,13 +1,15 @@
 """The `watchers` command. Names, flags and exit codes here are a contract.
 
-Exit codes: 0 ok; 66 a board is missing, unreadable or not a Hermes board; 78 invalid
-configuration; 1 anything unexpected, or a tick that failed (one-line reason on
-stderr, traceback in the log); 2 bad usage.
+Exit codes: 0 ok (also when the reader of stdout went away); 66 a board is missing,
+unreadable or not a Hermes board; 69 the HTTP address (`http.listen`) cannot be bound;
+78 invalid configuration; 1 anything unexpected, or a tick that failed (one-line reason
+on stderr, traceback in the log); 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,18 +20,25 @@ from typing import Any
 import structlog
 
 from watchers import AVAILABLE_WATCHERS, WATCHER_NAMES, __version__
-from watchers.boards import discover_boards
+from watchers.boards import discover_boards, unique_slugs
 from watchers.clock import SystemClock
 from watchers.daemon import Daemon, enabled_watchers
 from watchers.demo.run import run_demo
-from watchers.errors import BoardError, ConfigError, StoreBusy, UsageError, WatchersError
+from watchers.errors import (
+    BoardError,
+    ConfigError,
+    ListenError,
+    StoreBusy,
+    UsageError,
+    WatchersError,
+)
 from watchers.exitcodes import ExitCode
-from watchers.logs import configure_logging
+from watchers.logs import configure_logging, console_logs
 from watchers.model import Outcome, Result, TickReport
 from watchers.probe import ProcessProbe
 from watchers.runner import run_tick
 from watchers.settings import Settings, load_settings
-from watchers.status import board_status, render_status
+from watchers.status import SCHEMA_VERSION, board_status, render_problem, render_status
 from watchers.store.board import BoardStore
 from watchers.store.schema import create_board
 
@@ -57,12 +66,27 @@ def _parser() -> argparse.ArgumentParser:
     def config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
 
-    run = sub.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = command(
+        "run",
+        "run the daemon in the foreground until SIGTERM/SIGINT",
+        "watchers run --board ~/.hermes/kanban.db --config /etc/kanban-watchers/watchers.toml",
+    )
     boards(run)
     config(run)
 
-    once = sub.add_parser(
-        "once", help="one tick of each enabled (or the named) watcher over each board"
+    once = command(
+        "once",
+        "one pass of each enabled (or the named) watcher over each board, then exit",
+        "watchers once --dry-run --watcher auto-heal   # what auto-heal would do now",
     )
     boards(once)
     config(once)
@@ -72,19 +96,29 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--dry-run", action="store_true", help="decide and print, change nothing")
     once.add_argument("--json", action="store_true", help="print a JSON array of actions")
 
-    status = sub.add_parser(
-        "status", help="tasks by status and every running task's worker verdict"
+    status = command(
+        "status",
+        "tasks by status, every running task's worker verdict, provider cooldowns",
+        "watchers status --json | jq '.boards[] | {board, errors}'",
     )
     boards(status)
     config(status)
-    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--json", action="store_true", help=f"print JSON (schema_version {SCHEMA_VERSION})"
+    )
 
-    check = sub.add_parser("check-config", help="validate and print the effective settings")
+    check = command(
+        "check-config",
+        "validate and print the effective settings (secrets masked)",
+        "watchers check-config --config /etc/kanban-watchers/watchers.toml",
+    )
     config(check)
 
-    sub.add_parser("demo", help="heal a live demo board (no Hermes needed)")
+    command("demo", "heal a live demo board (no Hermes needed)", "watchers demo")
 
-    init = sub.add_parser("init-board", help="create an empty Hermes-compatible board")
+    init = command(
+        "init-board", "create an empty Hermes-compatible board", "watchers init-board /tmp/b.db"
+    )
     init.add_argument("path", type=Path)
     return p
 
@@ -107,26 +141,30 @@ def _check_watcher(name: str | None) -> None:
 
 def _open_boards(
     args: argparse.Namespace, settings: Settings, readonly: bool
-) -> tuple[list[BoardStore], list[BoardError], list[StoreBusy]]:
+) -> tuple[list[BoardStore], list[BoardError], dict[Path, StoreBusy]]:
     """Open every board; missing ones (66) and busy ones (retry) are reported, not fatal."""
     paths, source = discover_boards(args.board, settings.boards)
     if not paths:
         raise BoardError(Path(source.removeprefix("boards under ")), "no Hermes boards found there")
     stores: list[BoardStore] = []
     errors: list[BoardError] = []
-    busy: list[StoreBusy] = []
+    busy: dict[Path, StoreBusy] = {}
+    slugs = unique_slugs(paths)  # the same names as `watchers run` and its metrics
     for path in paths:
         try:
             stores.append(
                 BoardStore.open(
-                    path, busy_timeout=settings.store.busy_timeout_seconds, readonly=readonly
+                    path,
+                    slug=slugs[path],
+                    busy_timeout=settings.store.busy_timeout_seconds,
+                    readonly=readonly,
                 )
             )
         except BoardError as exc:
             errors.append(exc)
         except StoreBusy as exc:
-            busy.append(exc)
-    for problem in (*errors, *busy):
+            busy[path] = exc
+    for problem in (*errors, *busy.values()):
         print(f"watchers: {problem}", file=sys.stderr)
     return stores, errors, busy
 
@@ -156,7 +194,10 @@ def _line(o: Outcome) -> str:
 def cmd_once(args: argparse.Namespace) -> int:
     _check_watcher(args.watcher)
     settings = _settings(args)
-    configure_logging(settings.log.level, settings.log.format)
+    level = settings.log.level
+    if console_logs(settings.log.format) and level in ("debug", "info"):
+        level = "warning"  # on a terminal each action is printed once, below, not logged too
+    configure_logging(level, settings.log.format)
     stores, errors, busy = _open_boards(args, settings, readonly=args.dry_run)
     probe = ProcessProbe(settings.hostname)
     clock = SystemClock()
@@ -188,14 +229,16 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level, settings.log.format)
+    paths, _ = discover_boards(args.board, settings.boards)
+    slugs = unique_slugs(paths)
     stores, errors, busy = _open_boards(args, settings, readonly=True)
     probe = ProcessProbe(settings.hostname)
     now = SystemClock().now()
-    out: list[dict[str, Any]] = []
+    read: dict[Path, dict[str, Any]] = {}
     try:
         for store in stores:
             try:
-                out.append(board_status(store, probe, settings, now))
+                read[store.path] = {**board_status(store, probe, settings, now), "errors": []}
             except WatchersError as exc:
                 print(f"watchers: {exc}", file=sys.stderr)
                 errors.append(BoardError(store.path, str(exc)))
@@ -203,10 +246,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         for store in stores:
             store.close()
         probe.close()
+    problems = {e.path: e.problem for e in errors} | {p: str(b) for p, b in busy.items()}
+    boards = [
+        read.get(path)
+        or {
+            "board": slugs.get(path, path.stem),
+            "path": str(path),
+            "errors": [problems.get(path, "not read")],
+        }
+        for path in paths
+    ]
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "boards": boards}, indent=2))
     else:
-        print("\n\n".join(render_status(d) for d in out))
+        print(
+            "\n\n".join(
+                render_status(b)
+                if not b["errors"]
+                else render_problem(b["board"], b["path"], b["errors"])
+                for b in boards
+            )
+        )
     if errors:
         return ExitCode.NO_INPUT
     return ExitCode.UNEXPECTED if busy else ExitCode.OK
@@ -256,6 +316,14 @@ COMMANDS = {
 }
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -267,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"watchers: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except (ConfigError, BoardError) as exc:
+        print(f"watchers: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        _quiet_stdout()  # a reader that stopped reading (`| head`) is no failure
+        return ExitCode.OK
+    except ListenError as exc:
         print(f"watchers: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

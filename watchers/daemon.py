@@ -33,7 +33,7 @@ from watchers.budget.watcher import Budget
 from watchers.changes import ChangeFeed, Version, board_version
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
-from watchers.errors import BoardError, ConfigError, StoreBusy
+from watchers.errors import BoardError, ConfigError, ListenError, StoreBusy
 from watchers.http import Health, HttpServer, basic_auth, make_app
 from watchers.logs import configure_logging
 from watchers.metrics import Metrics
@@ -510,17 +510,17 @@ class Daemon:
         _enable_faulthandler()
         settings = self.settings
         paths = self.check_boards(settings)
+        self._start_http(settings)  # first: a taken address fails alone, before anything runs
         previous = self._install_signals()
         scheduler = self._make_scheduler(settings, len(paths) * 3)
         self._scheduler = scheduler
-        self.changes.start(paths)
-        self._schedule(scheduler, settings, paths)
-        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-        scheduler.start()
-        self.notify.start()
-        self.reflex.start()
         try:
-            self._start_http(settings)
+            self.changes.start(paths)
+            self._schedule(scheduler, settings, paths)
+            scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+            scheduler.start()
+            self.notify.start()
+            self.reflex.start()
             log.info("started", pid=os.getpid(), host=settings.hostname or self.probe.hostname)
             while not self._stop:
                 self._wake.wait()
@@ -546,8 +546,10 @@ class Daemon:
         try:
             server.start()
         except OSError as exc:
-            log.error("http server cannot start", listen=settings.http.listen, error=str(exc))
-            raise
+            raise ListenError(
+                f"cannot listen on {settings.http.listen} (http.listen): "
+                f"{os.strerror(exc.errno) if exc.errno else exc}; choose another address or port"
+            ) from None
         self.http = server
 
     def _do_reload(self, scheduler: BackgroundScheduler) -> None:

@@ -36,6 +36,12 @@ class BoardError(WatchersError):
         self.problem = problem
 
 
+class ListenError(WatchersError):
+    """The HTTP server cannot bind its address (in use, not permitted, no such host)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class StoreBusy(WatchersError):
     """The board was locked by another writer; the next tick retries."""
 

@@ -8,4 +8,5 @@ class ExitCode(IntEnum):
     UNEXPECTED = 1  # anything unforeseen, or a tick that failed: one-line reason on stderr
     USAGE = 2  # bad command line (argparse's own code)
     NO_INPUT = 66  # EX_NOINPUT: a board is missing, unreadable or not a Hermes board
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the HTTP address (http.listen) cannot be bound
     CONFIG = 78  # EX_CONFIG: invalid configuration; systemd must not restart on it

@@ -5,6 +5,7 @@ local variables, which could hold secrets."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal
 
@@ -23,13 +24,25 @@ _LEVELS = {
 }
 
 
+def use_color() -> bool:
+    """Colour on a terminal unless NO_COLOR is set to anything (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR")
+
+
+def console_logs(fmt: str, stream: object = None) -> bool:
+    """Whether logs are rendered for a person (a terminal, or `console` asked for)."""
+    out = stream if stream is not None else sys.stderr
+    return fmt == "console" or (fmt == "auto" and bool(getattr(out, "isatty", lambda: False)()))
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", stream: object = None
 ) -> None:
     out = stream if stream is not None else sys.stderr
-    console = fmt == "console" or (fmt == "auto" and getattr(out, "isatty", lambda: False)())
+    console = console_logs(fmt, out)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
@@ -37,7 +50,9 @@ def configure_logging(
     renderer: structlog.types.Processor
     if console:
         renderer = structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.plain_traceback, sort_keys=False
+            colors=use_color(),
+            exception_formatter=structlog.dev.plain_traceback,
+            sort_keys=False,
         )
     else:
         renderer = structlog.processors.JSONRenderer()

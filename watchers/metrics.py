@@ -39,6 +39,12 @@ from watchers.store.board import BoardStore
 
 log = structlog.get_logger("watchers.metrics")
 
+WATCHER_ACTIONS: dict[str, tuple[ActionKind, ...]] = {
+    "auto-heal": (ActionKind.REAP, ActionKind.RECLAIM, ActionKind.RESET, ActionKind.ESCALATE),
+    "distress": (ActionKind.REASSIGN, ActionKind.CARD),
+    "budget": (ActionKind.CARD, ActionKind.WARN, ActionKind.NOTE),
+}
+"""The (watcher, action) pairs that can happen: the only `watchers_actions_total` series."""
 TICK_OUTCOMES = ("ok", "error", "skipped", "unchanged")
 """ok: the tick ran; error: it failed; skipped: the board was busy, nothing was done;
 unchanged: the board had not changed since the last pass and nothing was due (no scans)."""
@@ -330,7 +336,7 @@ class Metrics:
     def prepare(self, boards: Iterable[str]) -> None:
         """Create every known label child at 0 (call again when boards change)."""
         for watcher in WATCHER_NAMES:
-            for kind in ActionKind:
+            for kind in WATCHER_ACTIONS.get(watcher, ()):
                 self.actions.labels(watcher, kind.value)
             for outcome in TICK_OUTCOMES:
                 self.ticks.labels(watcher, outcome)

@@ -59,6 +59,22 @@ def execute(
     return outcomes
 
 
+def action_fields(o: Outcome) -> dict[str, Any]:
+    """An `action` log line's fields, a fixed schema (README, "Logs"): watcher, board,
+    task, action, reason, result (strings) and evidence (an object in which each key
+    keeps one JSON type across every action of every watcher)."""
+    a = o.action
+    return dict(
+        watcher=a.watcher,
+        board=a.board,
+        task=a.task_id,
+        action=a.kind.value,
+        reason=a.reason,
+        result=o.result.value,
+        evidence=dict(a.evidence),
+    )
+
+
 def announce(report: TickReport) -> None:
     for row in report.skipped:
         log.warning(
@@ -79,16 +95,7 @@ def announce(report: TickReport) -> None:
             why=held[0].detail,
         )
     for o in report.outcomes:
-        a = o.action
-        fields = dict(
-            watcher=a.watcher,
-            board=a.board,
-            task=a.task_id,
-            action=a.kind.value,
-            reason=a.reason,
-            result=o.result.value,
-            evidence=dict(a.evidence),
-        )
+        fields = action_fields(o)
         if o.result is Result.FAILED:
             log.warning("action failed", detail=o.detail, **fields)
         elif o.result is not Result.HELD:

@@ -181,20 +181,23 @@ class LogSettings(_Section):
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """`host:port` (IPv6 hosts in brackets: `[::1]:9464`) as (host, port)."""
+    """`host:port` (IPv6 hosts in brackets: `[::1]:18464`) as (host, port)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+        raise ValueError("expected host:port, e.g. 127.0.0.1:18464 or [::1]:18464")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9464")
+        raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:18464")
     return host, int(port)
 
 
 class HttpSettings(_Section):
     enabled: bool = True
-    listen: str = "127.0.0.1:9464"
+    # 18464: outside Prometheus's exporter port range (9100-9999, every port of it
+    # allocated; 9464 is OpenTelemetry's Prometheus exporter default, common on agent
+    # hosts) and below Linux's ephemeral ports (32768 and up)
+    listen: str = "127.0.0.1:18464"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     basic_auth_user: str | None = Field(None, min_length=1)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from watchers.autoheal.decide import attempt_age, is_host_local
+from watchers.cards import readable_time
 from watchers.distress.watcher import Distress
 from watchers.model import KNOWN_STATUSES, Observation, RunningTask, TaskStatus, Verdict
 from watchers.probe import Probe, WorkerRef
@@ -107,10 +108,34 @@ def _fmt_age(value: float | None) -> str:
     return f"{value / 3600:.1f}h"
 
 
+WIDTH = 80
+SCHEMA_VERSION = 1
+"""`watchers status --json`'s shape: {"schema_version", "boards": [...]}; each board has
+"board", "path" and "errors" (a board that could not be read has only those)."""
+
+
+def fit(line: str, width: int = WIDTH) -> str:
+    """A line cut to `width` columns; a cut one ends with an ellipsis."""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def render_problem(board: str, path: str, errors: Sequence[str]) -> str:
+    lines = [f"board {board}  ({path})"]
+    lines += [f"  error: {e}" for e in errors]
+    return "\n".join(fit(line) for line in lines)
+
+
 def render_status(data: dict[str, Any]) -> str:
-    lines = [f"board {data['board']}  ({data['path']})  host {data['host']}"]
-    counts = "  ".join(f"{k} {v}" for k, v in data["tasks"].items() if k in KNOWN_STATUSES)
-    lines.append(f"  tasks: {counts}")
+    lines = [f"board {data['board']}  host {data['host']}  ({data['path']})"]
+    line = "  tasks:"
+    for k, v in data["tasks"].items():
+        if k not in KNOWN_STATUSES:
+            continue
+        if len(line) + len(f"  {k} {v}") > WIDTH:
+            lines.append(line)
+            line = "        "
+        line += f" {k} {v}" if line.endswith((":", " ")) else f"  {k} {v}"
+    lines.append(line)
     if data["running"]:
         lines.append(
             f"  {'task':<12} {'assignee':<14} {'pid':>7}  {'worker':<9} "
@@ -126,10 +151,13 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append("  no running tasks")
     for p in data["providers"]:
         if p["cooling"]:
-            state = f"cooling until {p['eligible_at']:.0f} (cooldown {p['episode']}: {p['reason']})"
+            state = (
+                f"cooling until {readable_time(p['eligible_at'])} "
+                f"(cooldown {p['episode']}: {p['reason']})"
+            )
         else:
             state = "eligible" + ("" if p["episode"] else f" ({p['reason']})")
         lines.append(f"  provider {p['provider']}: {state}")
     for s in data["skipped"]:
         lines.append(f"  skipped: {s['task_id'] or '-'}: {s['problem']}")
-    return "\n".join(lines)
+    return "\n".join(fit(line) for line in lines)

@@ -345,10 +345,30 @@ class WatchersCli:
         return records
 
     def status(self, board: Path) -> list[dict[str, Any]]:
-        """`watchers status --json --board <board>`; its JSON array."""
-        return self._json(
-            ["status", "--json", "--board", str(board), *self._config_args()], self._env()
+        """`watchers status --json --board <board>`; its boards."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "watchers",
+                "status",
+                "--json",
+                "--board",
+                str(board),
+                *self._config_args(),
+            ],
+            env=self._env(),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            check=False,
         )
+        assert done.returncode == 0, done.stderr
+        report: dict[str, Any] = json.loads(done.stdout)
+        assert report["schema_version"] == 1
+        boards: list[dict[str, Any]] = report["boards"]
+        return boards
 
     def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
         """`watchers once --board <board> --json`; its JSON array."""

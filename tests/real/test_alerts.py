@@ -1,7 +1,8 @@
 """The alerting rules and the exposition, checked by the real promtool.
 
 `promtool` comes with the Debian package `prometheus` (CI installs it). Without it
-these tests fail when CI is set and are skipped otherwise.
+these tests fail when CI is set and are skipped otherwise. The runbook links are read
+from the files and need no promtool.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.real.test_daemon import wait_for
 from tests.real.test_http import CONTRACT, fetch, samples
@@ -22,6 +26,7 @@ from tests.real.test_http import CONTRACT, fetch, samples
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus-alerts.yml"
 RULE_TESTS = ROOT / "config" / "prometheus-alerts.test.yml"
+README = ROOT / "README.md"
 ALERTS = (
     "KanbanWatchersDown",
     "KanbanWatchersAbsent",
@@ -33,6 +38,37 @@ ALERTS = (
     "KanbanWatchersDistressCardsPilingUp",
     "KanbanWatchersDeadWorkersNotHealed",
 )
+
+
+def runbook_anchor(alert: str) -> str:
+    """The README's anchor for an alert's runbook: `runbook-` and the name in lower case."""
+    return f"runbook-{alert.lower()}"
+
+
+def rules() -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_every_alert_links_its_runbook():
+    """Each alert's runbook_url is its anchor in the README of the project's repository."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    readme_url = project["urls"]["Homepage"].rstrip("/") + "/blob/main/README.md"
+    found = rules()
+    assert sorted(found) == sorted(ALERTS)
+    for alert, rule in found.items():
+        url = rule.get("annotations", {}).get("runbook_url")
+        assert url == f"{readme_url}#{runbook_anchor(alert)}", (alert, url)
+
+
+def test_every_runbook_anchor_is_in_the_readme_once():
+    """The README carries `<a id="runbook-…"></a>` once for every alert, so the links land."""
+    text = README.read_text(encoding="utf-8")
+    anchors = [runbook_anchor(alert) for alert in ALERTS]
+    if 'id="runbook-' not in text:
+        pytest.skip("README.md has no runbook anchors yet: " + ", ".join(anchors))
+    wrong = {a: n for a in anchors if (n := text.count(f'<a id="{a}"></a>')) != 1}
+    assert not wrong, f"anchors not exactly once in README.md: {wrong}"
 
 
 @pytest.fixture(scope="module")

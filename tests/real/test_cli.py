@@ -123,7 +123,7 @@ def test_status_shows_each_running_tasks_verdict_and_ages(board, dispatcher):
     )
     r = watchers("status", "--board", str(board), "--json")
     assert r.returncode == 0, r.stderr
-    [data] = json.loads(r.stdout)
+    [data] = json.loads(r.stdout)["boards"]
     assert data["tasks"]["running"] == 3
     verdicts = {row["task_id"]: row["verdict"] for row in data["running"]}
     assert verdicts == {dead: "gone", live: "alive", remote: "remote"}
@@ -202,12 +202,12 @@ def test_boards_are_discovered_as_hermes_finds_them(tmp_path, dispatcher, board)
     named = create_board(home / "kanban" / "boards" / "ops" / "kanban.db")
     r = watchers("status", "--json", env={"HERMES_KANBAN_HOME": str(home)})
     assert r.returncode == 0, r.stderr
-    assert {d["board"]: d["path"] for d in json.loads(r.stdout)} == {
+    assert {d["board"]: d["path"] for d in json.loads(r.stdout)["boards"]} == {
         "default": str(root_board),
         "ops": str(named),
     }
     r = watchers("status", "--json", env={"HERMES_KANBAN_DB": str(board)})
-    assert [d["path"] for d in json.loads(r.stdout)] == [str(board)]
+    assert [d["path"] for d in json.loads(r.stdout)["boards"]] == [str(board)]
     r = watchers("status", env={"HERMES_KANBAN_HOME": str(tmp_path / "empty")})
     assert r.returncode == 66 and "no Hermes boards" in r.stderr
 

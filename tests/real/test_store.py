@@ -365,7 +365,7 @@ def test_a_give_up_seen_by_a_running_daemon_is_picked_up_on_a_later_tick(board, 
         assert tick(board, s, healer=healer).outcomes == ()
         give_up(board, task, ["[Errno 28] No space left on device"], at=int(time.time()) - 5)
         [outcome] = tick(board, s, healer=healer).outcomes
-        assert outcome.applied and outcome.action.evidence["failures"][0]["rule"] == "disk-full"
+        assert outcome.applied and outcome.action.evidence["failed_runs"][0]["rule"] == "disk-full"
         assert tick(board, s, healer=healer).outcomes == ()
     finally:
         healer.probe.close()

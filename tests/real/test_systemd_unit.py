@@ -77,7 +77,7 @@ def test_the_unit_says_what_the_daemon_needs():
     unit, service = sections["[Unit]"], sections["[Service]"]
     for needed in ("Type=notify", "Restart=on-failure", "RestartSec=5"):
         assert needed in service
-    assert "RestartPreventExitStatus=78" in service
+    assert "RestartPreventExitStatus=78 69" in service  # bad config, taken port: no storm
     assert any(s.startswith("WatchdogSec=") for s in service)
     assert any(s.startswith("StartLimitIntervalSec=") for s in unit)
     assert any(s.startswith("StartLimitBurst=") for s in unit)

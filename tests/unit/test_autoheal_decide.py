@@ -232,7 +232,7 @@ def test_an_infrastructure_crash_loop_is_reset_after_its_backoff():
     assert action.kind is ActionKind.RESET
     assert action.plan["reset_number"] == 1
     assert action.expect == {"consecutive_failures": 2, "gave_up_event_id": 99}
-    assert [f["rule"] for f in action.evidence["failures"]] == ["sigkill", "exit-137"]
+    assert [f["rule"] for f in action.evidence["failed_runs"]] == ["sigkill", "exit-137"]
 
 
 def test_no_reset_before_the_backoff_has_passed():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,22 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
+PODMONITOR = K8S / "components" / "podmonitor"
 CONTAINERFILE = ROOT / "Containerfile"
-PORT = 9464
+PORT = 18464
 SIDECAR = "kanban-watchers"
 PASSWORD_FILE = "metrics-password"
 
 
+def load_yaml(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
 def load_docs() -> list[dict[str, Any]]:
+    """Every manifest under deploy/kubernetes, the optional components' included."""
     docs = []
-    for path in sorted(K8S.glob("*.y*ml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
+    for path in sorted(K8S.rglob("*.y*ml")):
+        docs.extend(load_yaml(path))
     return docs
 
 
@@ -126,7 +134,7 @@ def test_the_sidecar_has_no_readiness_probe():
 
 
 def test_the_sidecar_exposes_the_metrics_port_and_listens_beyond_loopback():
-    """Port 9464 is declared, and both the env and the TOML listen on 0.0.0.0:9464."""
+    """Port 18464 is declared, and both the env and the TOML listen on 0.0.0.0:18464."""
     ports = sidecar()["ports"]
     assert {"name": "metrics", "containerPort": PORT, "protocol": "TCP"} in ports
     assert env_of(sidecar())["WATCHERS_HTTP__LISTEN"] == f"0.0.0.0:{PORT}"
@@ -224,10 +232,11 @@ def test_no_secret_value_reaches_the_environment_or_the_config_map():
 
 def test_the_example_secret_is_not_applied():
     """The Secret is created by the operator; kustomize never applies the example."""
-    (kustomization,) = kind("Kustomization")
+    (kustomization,) = load_yaml(K8S / "kustomization.yaml")
     assert "secret.example.yaml" not in kustomization["resources"]
     for resource in kustomization["resources"]:
         assert (K8S / resource).is_file()
+    assert "Secret" not in {d["kind"] for d in build(K8S)}
 
 
 def test_shutdown_fits_in_the_grace_period():
@@ -253,6 +262,124 @@ def test_prometheus_scrapes_the_sidecar_with_basic_auth():
 def hermes_pod_labels() -> dict[str, str]:
     (deployment,) = kind("Deployment")
     return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+# -- kustomize: the base, the optional PodMonitor, the images ----------------------------
+
+
+def build(root: Path) -> list[dict[str, Any]]:
+    """What `kustomize build root` emits, resource-wise: its resources (files and
+    directories) and its components, recursively; every path must exist."""
+    (kustomization,) = load_yaml(root / "kustomization.yaml")
+    docs = []
+    for entry in [*kustomization.get("resources", []), *kustomization.get("components", [])]:
+        path = (root / entry).resolve()
+        assert path.exists(), f"{root}: {entry} does not exist"
+        docs.extend(build(path) if path.is_dir() else load_yaml(path))
+    return docs
+
+
+def image_name(image: str) -> tuple[str, str]:
+    """(name, tag) of an image reference without a digest."""
+    name, _, tag = image.rpartition(":")
+    return (name, tag) if name and "/" not in tag else (image, "")
+
+
+def test_the_base_applies_without_the_prometheus_operator():
+    """`kubectl apply -k deploy/kubernetes` creates only core kinds: no PodMonitor."""
+    (kustomization,) = load_yaml(K8S / "kustomization.yaml")
+    assert kustomization["kind"] == "Kustomization"
+    assert not [r for r in kustomization["resources"] if "podmonitor" in r.lower()]
+    assert not kustomization.get("components")
+    assert not (K8S / "podmonitor.yaml").exists()
+    built = build(K8S)
+    assert {d["kind"] for d in built} == {"ConfigMap", "PersistentVolumeClaim", "Deployment"}
+    assert not [d for d in built if "monitoring.coreos.com" in d["apiVersion"]]
+
+
+def test_the_podmonitor_is_an_optional_component():
+    """components/podmonitor is a kustomize Component holding the one PodMonitor."""
+    (component,) = load_yaml(PODMONITOR / "kustomization.yaml")
+    assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    assert component["kind"] == "Component"
+    assert component["resources"] == ["podmonitor.yaml"]
+    (monitor,) = build(PODMONITOR)
+    assert monitor["kind"] == "PodMonitor"
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+
+
+def test_kustomize_images_name_the_deployments_images():
+    """`images:` covers every container's image by its name, at the tag it ships with."""
+    (kustomization,) = load_yaml(K8S / "kustomization.yaml")
+    images = {i["name"]: i for i in kustomization["images"]}
+    used = {image_name(c["image"]) for c in all_containers()}
+    assert {name for name, _ in used} == set(images)
+    for name, tag in used:
+        assert images[name]["newName"]
+        assert images[name]["newTag"] == tag, name
+    assert image_name(sidecar()["image"])[0] == "ghcr.io/example/kanban-watchers"
+
+
+def kustomize() -> list[str]:
+    if path := shutil.which("kustomize"):
+        return [path, "build"]
+    if path := shutil.which("kubectl"):
+        return [path, "kustomize"]
+    pytest.skip("neither kustomize nor kubectl is installed (the YAML checks above still ran)")
+
+
+def kustomized(directory: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [*kustomize(), str(directory)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_kustomize_builds_the_base_and_an_overlay_with_the_podmonitor(tmp_path: Path):
+    """The real kustomize: the base alone, then an overlay (outside the base, as the
+    comment in kustomization.yaml shows) adding the component and another image tag."""
+    base = kustomized(K8S)
+    assert sorted(d["kind"] for d in base) == ["ConfigMap", "Deployment", "PersistentVolumeClaim"]
+    (deployment,) = [d for d in base if d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    (watchers,) = [c for c in spec["initContainers"] if c["name"] == SIDECAR]
+    assert watchers["image"] == sidecar()["image"]
+
+    overlay = tmp_path / "monitoring"
+    overlay.mkdir()
+    up = os.path.relpath(K8S, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [up],
+                "components": [os.path.relpath(PODMONITOR, overlay)],
+                "images": [
+                    {
+                        "name": "ghcr.io/example/kanban-watchers",
+                        "newName": "registry.example.com/kanban-watchers",
+                        "newTag": "9.9.9",
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    built = kustomized(overlay)
+    assert sorted(d["kind"] for d in built) == [
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "PodMonitor",
+    ]
+    (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    (watchers,) = [c for c in spec["initContainers"] if c["name"] == SIDECAR]
+    assert watchers["image"] == "registry.example.com/kanban-watchers:9.9.9"
+    (hermes_built,) = spec["containers"]
+    assert hermes_built["image"] == hermes()["image"]
 
 
 def test_a_plain_prometheus_job_is_provided_too():
@@ -335,7 +462,7 @@ def test_nothing_is_installed_at_run_time():
 
 
 def test_the_image_never_writes_bytecode_and_exposes_the_metrics_port():
-    """PYTHONDONTWRITEBYTECODE=1 (read-only root) and EXPOSE 9464."""
+    """PYTHONDONTWRITEBYTECODE=1 (read-only root) and EXPOSE 18464."""
     envs = " ".join(args for word, args in final_stage() if word == "ENV")
     assert re.search(r"\bPYTHONDONTWRITEBYTECODE=1\b", envs)
     assert re.search(rf"\bWATCHERS_HTTP__LISTEN=0\.0\.0\.0:{PORT}\b", envs)

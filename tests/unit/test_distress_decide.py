@@ -218,3 +218,42 @@ def test_the_next_deadline_includes_the_moment_a_silent_worker_would_become_stuc
     """Not stuck yet (the observer says when it would be): that moment is the deadline."""
     assert next_deadline(replace(snap(), silent_until=NOW + 90), S, NOW) == NOW + 90
     assert next_deadline(replace(snap(), silent_until=NOW - 1), S, NOW) is None
+
+
+def test_cards_and_their_needs_give_times_in_iso_8601_utc():
+    """Evidence times (`*_at`, `*_until`) and a cooldown's end read as a person reads them."""
+    from watchers.cards import readable_time, render_body
+
+    assert readable_time(NOW) == "2027-01-15T08:00:00Z"
+    [action] = decide(
+        snap(case(), signals=[ProviderSignal("anthropic", "t_0000aaaa", NOW - 10, 3600.0)]),
+        S.model_copy(update={"max_reassignments": 0}),
+        NOW,
+    )
+    body = action.plan["body"]
+    assert "cooling until 2027-01-15T08:59:50Z" in body
+    assert f"{int(NOW)}" not in body.replace(action.evidence["tick"], "")
+    facts_body = render_body(
+        replace(_facts(), evidence={"gave_up_at": int(NOW), "resets_in_window": 2})
+    )
+    assert "- gave_up_at: 2027-01-15T08:00:00Z" in facts_body
+    assert "- resets_in_window: 2" in facts_body
+
+
+def _facts():
+    from watchers.cards import CardFacts
+
+    return CardFacts(
+        source_id="t_0000aaaa",
+        source_title="Fix the parser",
+        worker="claude",
+        provider="anthropic",
+        branch=None,
+        workspace=None,
+        blocker_type="rate_limited",
+        completed=None,
+        cannot_touch=(),
+        needs="x",
+        state="unknown",
+        evidence={},
+    )

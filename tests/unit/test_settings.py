@@ -163,11 +163,11 @@ def test_the_shipped_config_file_documents_every_option_with_its_default():
 
 def test_http_listen_tls_and_auth_are_validated(tmp_path, monkeypatch):
     """A bad address, half a TLS pair or a user without the credential are config errors."""
-    assert load_settings().http.address == ("127.0.0.1", 9464)
+    assert load_settings().http.address == ("127.0.0.1", 18464)
     assert load_settings().http.enabled is True
     monkeypatch.setenv("WATCHERS_HTTP__LISTEN", "[::1]:9100")
     assert load_settings().http.address == ("::1", 9100)
-    for bad in ("9464", "localhost:http", "::1:9464", "host:70000"):
+    for bad in ("18464", "localhost:http", "::1:18464", "host:70000"):
         monkeypatch.setenv("WATCHERS_HTTP__LISTEN", bad)
         with pytest.raises(ConfigError, match=r"http\.listen"):
             load_settings()

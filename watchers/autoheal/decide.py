@@ -266,7 +266,8 @@ def _crash_loop_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -
             continue  # task-caused (or unknown) failures are never reset
         recent = [t for t in task.reset_times if now - t < s.reset_window_seconds]
         evidence: dict[str, Any] = {
-            "failures": [
+            "failures": task.consecutive_failures,
+            "failed_runs": [
                 {
                     "run_id": f.run_id,
                     "outcome": f.outcome,

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchers.cards import CardState, SourceTask, card_action, card_needed, one_line
+from watchers.cards import (
+    CardState,
+    SourceTask,
+    card_action,
+    card_needed,
+    one_line,
+    readable_time,
+)
 from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
 from watchers.distress.providers import ProviderMap, normalize_provider
@@ -69,7 +76,7 @@ def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: floa
     c = table.get(provider or "")
     if c is None or not c.cooling(now):
         return "not cooling"
-    return f"cooling until {c.until:.0f} ({c.until - now:.0f}s from now; {c.reason})"
+    return f"cooling until {readable_time(c.until)} ({c.until - now:.0f}s from now; {c.reason})"
 
 
 def _card(
