@@ -11,8 +11,10 @@ from pathlib import Path
 from tests.conftest import rows
 
 
-def test_the_demo_heals_every_death_and_leaves_its_board():
-    """Five deaths healed, the infra crash loop reset, the buggy task left blocked, exit 0."""
+def test_the_demo_shows_all_three_watchers_and_leaves_its_board():
+    """Five deaths healed, the infra crash loop reset, the buggy task left blocked; a
+    rate-limited task moved to another provider, a card for one with no safe route; a
+    budget warning then a split card; 80 columns, about a minute, exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHERS_")}
     r = subprocess.run(
         [sys.executable, "-m", "watchers", "demo"],
@@ -24,21 +26,34 @@ def test_the_demo_heals_every_death_and_leaves_its_board():
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
     for reason in ("worker_gone", "worker_zombie", "worker_reused"):
         assert f"reap {reason}" in out
-    assert "dead workers healed: 5 of 5" in out
-    assert "infrastructure crash loop reset: yes" in out
-    assert "task-caused crash loop left blocked: yes" in out
+    assert "requeued: its worker hit a rate limit" in out
+    assert re.search(r"distress +t_\w+ moved coder-claude \(anthropic\) -> coder-gpt \(opena", out)
+    assert re.search(r"distress +t_\w+ rate_limited card for orchestrator", out)
+    assert re.search(r"budget +t_\w+ warned: \d+s of its 25s time budget", out)
+    assert re.search(r"budget +t_\w+ iteration_budget card for orchestrator", out)
+    for line in (
+        "dead workers healed 5 of 5",
+        "infrastructure crash loop reset: yes",
+        "task-caused crash loop left blocked: yes",
+        "rate-limited task moved to openai: yes",
+        "[BLOCKED] card for work with no safe route: yes",
+        "budget: warned at 80%: yes; split card at 100%: yes",
+        "board before -> after:",
+    ):
+        assert line in out, line
     board = Path(re.search(r"watchers status --board (\S+)", out).group(1))
     assert board.exists()
-    assert rows(board, "SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status") == [
-        ("blocked", 1),
-        ("done", 13),
-    ]
+    counts = dict(rows(board, "SELECT status, COUNT(*) FROM tasks GROUP BY status"))
+    assert counts.get("running", 0) == 0 and counts["blocked"] == 1 and counts["done"] == 15
+    cards = rows(board, "SELECT title FROM tasks WHERE title LIKE '[BLOCKED]%' ORDER BY title")
+    assert sorted(t.split()[-1] for (t,) in cards) == ["iteration_budget", "rate_limited"]
     status = subprocess.run(
         [sys.executable, "-m", "watchers", "status", "--board", str(board)],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "blocked 1" in status.stdout and "done 13" in status.stdout
+    assert "blocked 1" in status.stdout and "done 15" in status.stdout

@@ -15,14 +15,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from watchers.store.board import insert_event
 
 CLAIM_TTL_SECONDS = 900
-_PY_WORKER = "import sys; sys.stdin.read()"
+_PY_WORKER = (
+    "import sys; line = sys.stdin.readline().strip(); sys.exit(int(line) if line.isdigit() else 0)"
+)
+"""A worker that waits: a number on its stdin makes it exit with that code, EOF with 0."""
 
 
 def new_task_id() -> str:
@@ -181,6 +184,16 @@ class DemoDispatcher:
             proc.wait()
         return proc.pid
 
+    def exit_worker(self, task_id: str, code: int) -> int:
+        """Make the worker exit with `code` by itself (left a zombie until this process
+        waits: the exit code stays readable, as a worker Hermes spawned)."""
+        proc = self.workers[task_id]
+        self.killed.add(task_id)
+        assert proc.stdin is not None
+        proc.stdin.write(f"{code}\n".encode())
+        proc.stdin.flush()
+        return proc.pid
+
     def record_give_up(
         self, task_id: str, errors: list[str], *, at: int, outcome: str = "crashed"
     ) -> None:
@@ -213,11 +226,16 @@ class DemoDispatcher:
         """Tasks whose worker this dispatcher started and has not killed."""
         return [t for t in self.workers if t not in self.killed]
 
-    def claim_ready(self) -> list[str]:
-        """Claim every ready task and start its worker, as a dispatcher tick would."""
+    def claim_ready(self, hold: Collection[str] = ()) -> list[str]:
+        """Claim every ready task and start its worker, as a dispatcher tick would; not the
+        held ones, nor `[BLOCKED]` cards (they are an orchestrator's, not run here)."""
         ready = [
             r[0]
-            for r in self.conn.execute("SELECT id FROM tasks WHERE status = 'ready' ORDER BY id")
+            for r in self.conn.execute(
+                "SELECT id FROM tasks WHERE status = 'ready' AND title NOT LIKE '[BLOCKED]%' "
+                "ORDER BY id"
+            )
+            if r[0] not in hold
         ]
         for task_id in ready:
             old = self.workers.pop(task_id, None)
