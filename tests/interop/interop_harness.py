@@ -329,8 +329,8 @@ class WatchersCli:
             *self._config_args(),
         ]
 
-    def _json(self, args: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
-        """Run `python -m watchers <args>`; its JSON array (exit status must be 0)."""
+    def _json(self, args: list[str], env: dict[str, str]) -> Any:
+        """Run `python -m watchers <args>`; its JSON (exit status must be 0)."""
         done = subprocess.run(
             [sys.executable, "-m", "watchers", *args],
             env=env,
@@ -341,38 +341,21 @@ class WatchersCli:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-        records: list[dict[str, Any]] = json.loads(done.stdout)
-        return records
+        return json.loads(done.stdout)
 
     def status(self, board: Path) -> list[dict[str, Any]]:
         """`watchers status --json --board <board>`; its boards."""
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "watchers",
-                "status",
-                "--json",
-                "--board",
-                str(board),
-                *self._config_args(),
-            ],
-            env=self._env(),
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
+        report: dict[str, Any] = self._json(
+            ["status", "--json", "--board", str(board), *self._config_args()], self._env()
         )
-        assert done.returncode == 0, done.stderr
-        report: dict[str, Any] = json.loads(done.stdout)
         assert report["schema_version"] == 1
         boards: list[dict[str, Any]] = report["boards"]
         return boards
 
     def once(self, board: Path, **auto_heal: float | int) -> list[dict[str, Any]]:
         """`watchers once --board <board> --json`; its JSON array."""
-        return self._json(self.argv(board), self._env(**auto_heal))
+        records: list[dict[str, Any]] = self._json(self.argv(board), self._env(**auto_heal))
+        return records
 
     def start_once(
         self, board: Path, *, gated: bool = False, **auto_heal: float | int
