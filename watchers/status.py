@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.cards import readable_time
 from watchers.distress.watcher import Distress
+from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.model import KNOWN_STATUSES, Observation, RunningTask, TaskStatus, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings

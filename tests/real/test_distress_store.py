@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import events, rows
 from watchers.clock import SystemClock
-from watchers.distress.providers import ProfileReader
 from watchers.distress.watcher import Distress
+from watchers.hermes.profiles import ProfileReader
 from watchers.model import Result
 from watchers.probe import ProcessProbe
 from watchers.runner import execute, run_tick

@@ -15,8 +15,8 @@ from watchers.distress.decide import (
     decide,
     next_deadline,
 )
-from watchers.distress.providers import Profile, ProviderMap
 from watchers.distress.signals import Signal
+from watchers.hermes.profiles import Profile, ProviderMap
 from watchers.model import ActionKind
 from watchers.settings import DistressSettings
 

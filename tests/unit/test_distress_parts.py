@@ -12,8 +12,8 @@ from watchers.cards import (
     scope_exclusions,
 )
 from watchers.distress.cooldown import ProviderSignal, cooldowns
-from watchers.distress.providers import Profile, ProviderMap
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
+from watchers.hermes.profiles import Profile, ProviderMap
 from watchers.settings import DistressSettings
 
 S = DistressSettings()

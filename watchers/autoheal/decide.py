@@ -15,12 +15,12 @@ claimed from: `review` for a reviewer's attempt on boards with a review lane:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.backoff import compute_backoff
 from watchers.autoheal.rules import Classifier, all_infra, classifier_for
+from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY
 from watchers.model import (
     DEAD_VERDICTS,
@@ -40,20 +40,6 @@ RATE_LIMIT_EXIT_CODE = 75  # EX_TEMPFAIL: Hermes workers exit with it on a provi
 PROTOCOL_VIOLATION_LIMIT = 3  # Hermes's bounded retry for clean exits without a terminal call
 EVIDENCE_TEXT_LIMIT = 240
 GUARD = "guard"
-
-
-def is_host_local(claim_lock: str | None, host: str, aliases: Iterable[str]) -> bool:
-    """A claim `<hostname>:<pid>` is ours when its hostname is this host or an alias."""
-    if not claim_lock or ":" not in claim_lock:
-        return False
-    claim_host = claim_lock.rsplit(":", 1)[0]
-    return claim_host == host or claim_host in aliases
-
-
-def attempt_age(task: RunningTask, now: float) -> float | None:
-    if task.attempt_started_at is None:
-        return None
-    return max(0.0, now - task.attempt_started_at)
 
 
 def _age(ts: int | None, now: float) -> float | None:

@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass, field
 
 from watchers.autoheal import WATCHER
-from watchers.autoheal.decide import attempt_age, is_host_local, quiet_until
+from watchers.autoheal.decide import quiet_until
 from watchers.autoheal.rules import classifier_for
+from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY, STATE_CHANGE_KINDS
 from watchers.model import (
     DEAD_VERDICTS,

@@ -19,8 +19,8 @@ from watchers.budget.budgets import BodyBudgets, Budgets, parse_body, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
 from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
 from watchers.cards import CardIndex, SourceTask, one_line, scope_exclusions
-from watchers.distress.providers import ProfileReader, hermes_root
 from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
+from watchers.hermes.profiles import ProfileReader, hermes_root
 from watchers.hermes.workspace import touched_files, workspace_state
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
 from watchers.settings import Settings

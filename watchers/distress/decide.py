@@ -23,8 +23,8 @@ from watchers.cards import (
 )
 from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
-from watchers.distress.providers import ProviderMap, normalize_provider
 from watchers.distress.signals import Signal
+from watchers.hermes.profiles import ProviderMap, normalize_provider
 from watchers.model import Action, ActionKind
 from watchers.settings import DistressSettings
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watchers.autoheal.decide import attempt_age, is_host_local
 from watchers.cards import CardIndex, SourceTask, card_needed
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
 from watchers.distress.decide import (
@@ -21,9 +20,10 @@ from watchers.distress.decide import (
     SignalCase,
     StuckCase,
 )
-from watchers.distress.providers import ProfileReader, ProviderMap, hermes_root
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
+from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY, STATE_KINDS_NEWER
+from watchers.hermes.profiles import ProfileReader, ProviderMap, hermes_root
 from watchers.hermes.workspace import workspace_state
 from watchers.model import SkippedRow, Verdict
 from watchers.probe import Probe, WorkerRef, board_scope
