@@ -8,19 +8,13 @@ one stays visible through `last_success` (health and metrics build on it).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import faulthandler
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
@@ -34,12 +28,21 @@ from watchers.changes import ChangeFeed, Version, board_version
 from watchers.clock import Clock, SystemClock
 from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, ConfigError, ListenError, StoreBusy
+from watchers.health import interval_of, verdict
 from watchers.http import Health, HttpServer, basic_auth, make_app
 from watchers.logs import configure_logging
 from watchers.metrics import Metrics
 from watchers.model import TickReport
 from watchers.notify import SystemdNotify
 from watchers.probe import Probe, ProcessProbe
+from watchers.process import (
+    BIG_PASS_SECONDS,
+    enable_faulthandler,
+    install_signals,
+    limit_malloc_arenas,
+    restore_signals,
+    trim_heap,
+)
 from watchers.reflex import Reflex
 from watchers.runner import Watcher, run_tick
 from watchers.settings import Settings
@@ -48,7 +51,6 @@ from watchers.store.board import BoardStore, board_slug
 log = structlog.get_logger("watchers.daemon")
 
 FIRST_TICK_STAGGER_SECONDS = 2.0
-STALE_AFTER_INTERVALS = 3.0  # /healthz: a job with no success for this many intervals is stale
 
 
 FULL_PASS_SECONDS = 600.0
@@ -84,16 +86,6 @@ def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) 
     if only is not None:
         watchers = [w for w in watchers if w.name == only]
     return watchers
-
-
-def interval_of(settings: Settings, watcher: str) -> tuple[float, float]:
-    if watcher == AutoHeal.name:
-        return settings.auto_heal.interval_seconds, settings.auto_heal.jitter_seconds
-    if watcher == Distress.name:
-        return settings.distress.interval_seconds, settings.distress.jitter_seconds
-    if watcher == Budget.name:
-        return settings.budget.interval_seconds, settings.budget.jitter_seconds
-    raise KeyError(watcher)
 
 
 class Daemon:
@@ -167,43 +159,17 @@ class Daemon:
 
     def health(self) -> Health:
         """Healthy while the scheduler runs and every job succeeded within
-        STALE_AFTER_INTERVALS of its interval (counted from its first due tick before
-        its first success)."""
-        if not self.scheduler_alive():
-            return Health(False, {"status": "unhealthy", "reason": "the scheduler is not running"})
-        now = self.clock.now()
-        settings = self.settings
-        successes = self.successes()
-        stale = []
-        for (watcher, board), due in sorted(self.scheduled().items()):
-            interval, _ = interval_of(settings, watcher)
-            limit = STALE_AFTER_INTERVALS * interval
-            last = successes.get((watcher, board))
-            age = now - (last if last is not None else due)
-            if age > limit:
-                stale.append(
-                    {
-                        "watcher": watcher,
-                        "board": board,
-                        "last_success": last,
-                        "seconds_since": round(age, 1),
-                        "limit_seconds": limit,
-                    }
-                )
+        STALE_AFTER_INTERVALS of its interval (see `watchers.health`)."""
         with self._state_lock:
             unusable = dict(self.unusable)
-        if unusable:
-            return Health(
-                False,
-                {
-                    "status": "board_unusable",
-                    "boards": [{"board": b, "problem": p} for b, p in sorted(unusable.items())],
-                    "stale": stale,
-                },
-            )
-        if stale:
-            return Health(False, {"status": "stale", "stale": stale})
-        return Health(True, {"status": "ok"})
+        return verdict(
+            scheduler_alive=self.scheduler_alive(),
+            now=self.clock.now(),
+            settings=self.settings,
+            scheduled=self.scheduled(),
+            successes=self.successes(),
+            unusable=unusable,
+        )
 
     def _status_line(self) -> str:
         """systemd's STATUS= once running: what is being watched."""
@@ -314,7 +280,7 @@ class Daemon:
                 report = self._run_job(job, settings)
             job.full += 1
             if report.duration_seconds >= BIG_PASS_SECONDS:
-                _trim_heap()
+                trim_heap()
             job.version = version if report.ok else None
             if report.ok:
                 job.full_at = started
@@ -506,12 +472,12 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the exit code."""
-        _limit_malloc_arenas()
-        _enable_faulthandler()
+        limit_malloc_arenas()
+        enable_faulthandler()
         settings = self.settings
         paths = self.check_boards(settings)
         self._start_http(settings)  # first: a taken address fails alone, before anything runs
-        previous = self._install_signals()
+        previous = install_signals(self.request_stop, self.request_reload)
         scheduler = self._make_scheduler(settings, len(paths) * 3)
         self._scheduler = scheduler
         try:
@@ -530,7 +496,7 @@ class Daemon:
                     self._do_reload(scheduler)
         finally:
             code = self._shutdown(scheduler)
-            self._restore_signals(previous)
+            restore_signals(previous)
         return code
 
     def _start_http(self, settings: Settings) -> None:
@@ -597,55 +563,3 @@ class Daemon:
         self.metrics.close()
         log.info("stopped")
         return 0
-
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            self.request_stop()
-
-        def on_hup(signum: int, frame: FrameType | None) -> None:
-            self.request_reload()
-
-        previous: dict[int, Any] = {}
-        for sig, handler in (
-            (signal.SIGTERM, on_stop),
-            (signal.SIGINT, on_stop),
-            (signal.SIGHUP, on_hup),
-        ):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _enable_faulthandler() -> None:
-    """On a watchdog timeout systemd sends SIGABRT: dump every thread's stack to stderr
-    (the journal) first. Left alone when already on (e.g. under pytest)."""
-    if faulthandler.is_enabled():
-        return
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        faulthandler.enable(all_threads=True)
-
-
-BIG_PASS_SECONDS = 0.1
-"""After a pass this long (a first load, a large board's history) the heap is trimmed."""
-
-
-def _trim_heap() -> None:
-    """Give the memory a big pass freed back to the system (glibc keeps it otherwise);
-    best effort, about a millisecond."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _limit_malloc_arenas() -> None:
-    """glibc gives each thread its own malloc arena and keeps what a tick freed in it; a
-    long-running daemon with a thread pool is smaller with two arenas (best effort)."""
-    m_arena_max = -8
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, 2)
