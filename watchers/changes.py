@@ -159,7 +159,6 @@ class ChangeFeed:
         self._inotify: _Inotify | None = None
         self._stop_r, self._stop_w = os.pipe()
         self._thread: threading.Thread | None = None
-        self.reported = 0  # boards reported (for tests and the benchmark)
 
     # -- set up --------------------------------------------------------------------
 
@@ -288,7 +287,6 @@ class ChangeFeed:
                 del self._due[board]
                 self._last[board] = now
         for board in due:
-            self.reported += 1
             try:
                 self._on_change(board)
             except Exception:

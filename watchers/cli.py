@@ -141,15 +141,17 @@ def _check_watcher(name: str | None) -> None:
 
 def _open_boards(
     args: argparse.Namespace, settings: Settings, readonly: bool
-) -> tuple[list[BoardStore], list[BoardError], dict[Path, StoreBusy]]:
-    """Open every board; missing ones (66) and busy ones (retry) are reported, not fatal."""
+) -> tuple[list[BoardStore], list[BoardError], dict[Path, StoreBusy], dict[Path, str]]:
+    """Open every board; missing ones (66) and busy ones (retry) are reported, not fatal.
+    Also every board found, in order, with its name."""
     paths, source = discover_boards(args.board, settings.boards)
     if not paths:
         raise BoardError(Path(source.removeprefix("boards under ")), "no Hermes boards found there")
     stores: list[BoardStore] = []
     errors: list[BoardError] = []
     busy: dict[Path, StoreBusy] = {}
-    slugs = unique_slugs(paths)  # the same names as `watchers run` and its metrics
+    names = unique_slugs(paths)  # the same names as `watchers run` and its metrics
+    slugs = {path: names[path] for path in paths}  # in the order found
     for path in paths:
         try:
             stores.append(
@@ -166,7 +168,7 @@ def _open_boards(
             busy[path] = exc
     for problem in (*errors, *busy.values()):
         print(f"watchers: {problem}", file=sys.stderr)
-    return stores, errors, busy
+    return stores, errors, busy, slugs
 
 
 def _line(o: Outcome) -> str:
@@ -198,7 +200,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     if console_logs(settings.log.format) and level in ("debug", "info"):
         level = "warning"  # on a terminal each action is printed once, below, not logged too
     configure_logging(level, settings.log.format)
-    stores, errors, busy = _open_boards(args, settings, readonly=args.dry_run)
+    stores, errors, busy, _ = _open_boards(args, settings, readonly=args.dry_run)
     probe = ProcessProbe(settings.hostname)
     clock = SystemClock()
     reports: list[TickReport] = []
@@ -229,9 +231,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level, settings.log.format)
-    paths, _ = discover_boards(args.board, settings.boards)
-    slugs = unique_slugs(paths)
-    stores, errors, busy = _open_boards(args, settings, readonly=True)
+    stores, errors, busy, slugs = _open_boards(args, settings, readonly=True)
     probe = ProcessProbe(settings.hostname)
     now = SystemClock().now()
     read: dict[Path, dict[str, Any]] = {}
@@ -250,11 +250,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     boards = [
         read.get(path)
         or {
-            "board": slugs.get(path, path.stem),
+            "board": slug,
             "path": str(path),
             "errors": [problems.get(path, "not read")],
         }
-        for path in paths
+        for path, slug in slugs.items()
     ]
     if args.json:
         print(json.dumps({"schema_version": SCHEMA_VERSION, "boards": boards}, indent=2))

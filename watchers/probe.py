@@ -278,7 +278,7 @@ class ProcessProbe:
         watched without a pidfd (none on this kernel, or past the descriptor budget) are
         compared by their /proc start time at least every STAT_POLL_SECONDS instead."""
         with self._lock:
-            polled = any(w.pidfd is None for w in self._watches.values())
+            polled = len(self._watches) > len(self._by_fd)  # some are watched without one
         if polled:
             timeout = max(0.0, min(timeout, self._next_stat_poll - time.monotonic()))
         try:

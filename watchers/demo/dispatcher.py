@@ -226,17 +226,20 @@ class DemoDispatcher:
         """Tasks whose worker this dispatcher started and has not killed."""
         return [t for t in self.workers if t not in self.killed]
 
-    def claim_ready(self, hold: Collection[str] = ()) -> list[str]:
-        """Claim every ready task and start its worker, as a dispatcher tick would; not the
-        held ones, nor `[BLOCKED]` cards (they are an orchestrator's, not run here)."""
-        ready = [
+    def waiting(self) -> list[str]:
+        """Ready tasks this dispatcher would run (not `[BLOCKED]` cards), by id."""
+        return [
             r[0]
             for r in self.conn.execute(
                 "SELECT id FROM tasks WHERE status = 'ready' AND title NOT LIKE '[BLOCKED]%' "
                 "ORDER BY id"
             )
-            if r[0] not in hold
         ]
+
+    def claim_ready(self, hold: Collection[str] = ()) -> list[str]:
+        """Claim every ready task and start its worker, as a dispatcher tick would; not the
+        held ones, nor `[BLOCKED]` cards (they are an orchestrator's, not run here)."""
+        ready = [t for t in self.waiting() if t not in hold]
         for task_id in ready:
             old = self.workers.pop(task_id, None)
             if old is not None and old.stdin is not None:

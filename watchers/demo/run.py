@@ -306,10 +306,4 @@ def run_demo() -> int:
 def _settled(d: DemoDispatcher, hold: set[str]) -> bool:
     """No task is waiting in ready but the held ones and the cards: every healed task has
     a new worker."""
-    waiting = {
-        r[0]
-        for r in d.conn.execute(
-            "SELECT id FROM tasks WHERE status = 'ready' AND title NOT LIKE '[BLOCKED]%'"
-        )
-    }
-    return waiting <= hold
+    return set(d.waiting()) <= hold
