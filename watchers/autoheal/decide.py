@@ -201,27 +201,38 @@ def _reclaim(task: RunningTask, reason: str, snap: HealSnapshot, now: float) -> 
     )
 
 
+def _past_grace(task: RunningTask, s: AutoHealSettings, now: float) -> bool:
+    age = attempt_age(task, now)
+    return age is None or age >= s.start_grace_seconds
+
+
 def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list[Action]:
     actions: list[Action] = []
     reaps: list[Action] = []
     host_local = 0
+    observations = snap.observations
+    local: dict[str, bool] = {}  # claim lock -> host-local (most claims share a dispatcher)
     for task in snap.running:
-        age = attempt_age(task, now)
-        past_grace = age is None or age >= s.start_grace_seconds
         if not task.claimed:
-            if past_grace:
+            if _past_grace(task, s, now):
                 actions.append(_reclaim(task, "no_claim", snap, now))
             continue
-        if not is_host_local(task.claim_lock, snap.host, s.host_aliases):
+        lock = task.claim_lock or ""  # claimed: never empty
+        is_local = local.get(lock)
+        if is_local is None:
+            is_local = local[lock] = is_host_local(lock, snap.host, s.host_aliases)
+        if not is_local:
             continue  # remote: never judged by PID
         host_local += 1
-        if not past_grace:
+        obs = observations.get(task.task_id)
+        if task.worker_pid is not None and (obs is None or obs.verdict not in DEAD_VERDICTS):
+            continue  # alive (or not judged yet): nothing to do, whatever its age
+        if not _past_grace(task, s, now):
             continue
         if task.worker_pid is None:
             actions.append(_reclaim(task, "no_pid", snap, now))
             continue
-        obs = snap.observations.get(task.task_id)
-        if obs is not None and obs.verdict in DEAD_VERDICTS:
+        if obs is not None:
             reaps.append(_reap(task, obs, snap, s, now))
     if reaps and len(reaps) >= s.guard_min_tasks and len(reaps) > s.guard_max_share * host_local:
         why = (

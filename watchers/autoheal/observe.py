@@ -60,7 +60,7 @@ class BoardObserver:
     quiet: dict[str, tuple[int, float]] = field(default_factory=dict)
     rows: dict[tuple[object, ...], RunningTask] = field(default_factory=dict)  # parsed rows
     # their workers, by the parsed row's object (kept alive here, so ids are not reused)
-    refs: dict[int, tuple[RunningTask, WorkerRef | None]] = field(default_factory=dict)
+    refs: dict[int, tuple[RunningTask, WorkerRef | None, bool]] = field(default_factory=dict)
 
     def snapshot(
         self,
@@ -128,12 +128,13 @@ class BoardObserver:
         WorkerRef object (the probe recognises an unchanged list by its objects)."""
         known, self.refs = self.refs, {}
         refs = []
+        grace = s.start_grace_seconds
         for task in running:
             entry = known.get(id(task))
             if entry is not None and entry[0] is task:
-                ref = entry[1]
+                ref, ripe = entry[1], entry[2]
             else:
-                ref = None
+                ref, ripe = None, False
                 if task.worker_pid is not None and is_host_local(
                     task.claim_lock, host, s.host_aliases
                 ):
@@ -144,13 +145,12 @@ class BoardObserver:
                         claimed_at=task.attempt_started_at,
                         worker_started_at=task.worker_started_at,
                     )
-            self.refs[id(task)] = (task, ref)
-            if ref is None:
-                continue
-            age = attempt_age(task, now)
-            if age is not None and age < s.start_grace_seconds:
-                continue
-            refs.append(ref)
+            if ref is not None and not ripe:
+                age = attempt_age(task, now)  # once past the grace, a row stays past it
+                ripe = age is None or age >= grace
+            self.refs[id(task)] = (task, ref, ripe)
+            if ref is not None and ripe:
+                refs.append(ref)
         return refs
 
     def _follow_events(self, store: BoardStore) -> None:
