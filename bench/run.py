@@ -2119,7 +2119,21 @@ def machine_facts() -> dict[str, Any]:
         "kanban_watchers": __version__,
         "kernel": platform.release(),
         "bench_rss_at_start_kib": mem,
+        "python_loop_1m_ms": python_loop_ms(),
     }
+
+
+def python_loop_ms() -> float:
+    """The machine's pace when the figures were taken: a million-step Python loop (best
+    of three). Shared hosts vary by the hour; this puts a run's figures in context."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
 
 
 def fmt(value: Any, unit: str, digits: int = 1) -> str:
@@ -2182,7 +2196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"machine: {m['cpus']} cores ({m['cpus_usable']} usable) {m['cpu_model']}, "
         f"{m['mem_total_mib']} MiB RAM, Python {m['python']}, SQLite {m['sqlite']}, "
-        f"hermes-agent {m['hermes_agent']}, kernel {m['kernel']}"
+        f"hermes-agent {m['hermes_agent']}, kernel {m['kernel']}; "
+        f"pace: a 1M-step Python loop in {m['python_loop_1m_ms']} ms"
     )
     g = m.get("git") or {}
     print(f"code: {g.get('head')}, uncommitted in watchers/: {g.get('dirty') or 'none'}")
