@@ -22,7 +22,7 @@ import structlog
 from watchers import AVAILABLE_WATCHERS, WATCHER_NAMES, __version__
 from watchers.boards import discover_boards, unique_slugs
 from watchers.clock import SystemClock
-from watchers.daemon import Daemon, enabled_watchers
+from watchers.daemon import Daemon
 from watchers.demo.run import run_demo
 from watchers.errors import (
     BoardError,
@@ -35,6 +35,7 @@ from watchers.errors import (
 from watchers.exitcodes import ExitCode
 from watchers.logs import configure_logging, console_logs
 from watchers.model import Outcome, Result, TickReport
+from watchers.passes import enabled_watchers
 from watchers.probe import ProcessProbe
 from watchers.runner import run_tick
 from watchers.settings import Settings, load_settings
