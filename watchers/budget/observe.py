@@ -9,27 +9,25 @@ the event log from there, and heartbeats are counted per attempt as they arrive.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-from watchers.budget.budgets import BodyBudgets, Budgets, parse_body, resolve
-from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, over_budget, unanswered
-from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
-from watchers.cards import CardIndex, SourceTask, one_line, scope_exclusions
+from watchers.budget.budgets import BodyBudgets, Budgets, resolve
+from watchers.budget.decide import BudgetSnapshot, BudgetTask, over_budget, unanswered
+from watchers.budget.memo import Memo, Row, failure
+from watchers.cards import CardIndex, SourceTask, scope_exclusions
 from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
 from watchers.hermes.profiles import ProfileReader, hermes_root
 from watchers.hermes.workspace import touched_files, workspace_state
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
+from watchers.process import trim_heap
 from watchers.settings import Settings
 from watchers.store.board import (
     AUTHOR,
     BUDGET_MALFORMED,
     BUDGET_WARNING,
     BoardStore,
-    BudgetRow,
     EventRow,
 )
 
@@ -57,74 +55,6 @@ _SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTIL
 _BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
 
 
-@dataclass(slots=True)
-class _Row:
-    """What a task's row says about its budgets (its body is parsed, not kept)."""
-
-    status: str
-    assignee: str | None
-    max_runtime_seconds: int | None
-    goal_max_turns: int | None
-    max_retries: int | None
-    block_recurrences: int
-    body: BodyBudgets
-
-    @classmethod
-    def of(cls, r: BudgetRow) -> _Row:
-        return cls(
-            r.status,
-            r.assignee,
-            r.max_runtime_seconds,
-            r.goal_max_turns,
-            r.max_retries,
-            r.block_recurrences,
-            parse_body(r.body),
-        )
-
-    @property
-    def worth_following(self) -> bool:
-        """Anything here a budget could act on without an attempt?"""
-        b = self.body
-        return bool(
-            b.time_seconds or b.iterations or b.attempts or b.problems or self.block_recurrences
-        )
-
-
-@dataclass(slots=True)
-class _Memo:
-    row: _Row | None = None
-    budgets: Budgets | None = None  # resolved from the row and settings; None: resolve again
-    attempt_runs: set[int] = field(default_factory=set)  # rate-limited requeues excluded
-    last_attempt_at: int | None = None
-    last_attempt_event: int | None = None
-    failures: dict[int, Failure] | None = None  # by run id
-    resets: int = 0
-    last_reset_at: int | None = None
-    last_reset_event: int | None = None
-    last_block_at: int | None = None
-    warned: set[tuple[int, str]] | None = None
-    reported: set[str] | None = None
-
-    @property
-    def attempts(self) -> int:
-        return len(self.attempt_runs)
-
-    def fail(self, run_id: int, failure: Failure) -> None:
-        if self.failures is None:
-            self.failures = {}
-        self.failures[run_id] = failure
-
-    def restart_episode(self) -> None:
-        self.attempt_runs.clear()
-        self.last_attempt_at = self.last_attempt_event = None
-        self.failures = None
-        self.resets, self.last_reset_at, self.last_reset_event = 0, None, None
-
-
-def _failure(text: str, at: float, event_id: int | None = None) -> Failure:
-    return Failure(fingerprint(text), one_line(text, FAILURE_TEXT_KEPT), at, event_id)
-
-
 def scope_lines(body: str) -> tuple[str, ...]:
     """Bulleted or numbered lines of a task body: the pieces a split could follow."""
     out = []
@@ -136,13 +66,6 @@ def scope_lines(body: str) -> tuple[str, ...]:
     return tuple(out[:8])
 
 
-def _release_memory() -> None:
-    """The first load reads every open task once; give that memory back (glibc)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class BudgetObserver:
     """Tasks are weighed again only when something may have changed for them: an event
     touched them, one of their overruns is still unanswered, or their running attempt
@@ -150,7 +73,7 @@ class BudgetObserver:
 
     def __init__(self) -> None:
         self.cursor: int | None = None
-        self.memos: dict[str, _Memo] = {}
+        self.memos: dict[str, Memo] = {}
         self.heartbeats: dict[int, int] = {}  # run id -> heartbeats so far
         self.heartbeat_events: dict[int, int] = {}  # run id -> its latest heartbeat event
         self.dirty: set[str] = set()  # rows to read again
@@ -162,10 +85,10 @@ class BudgetObserver:
 
     # -- memory ------------------------------------------------------------------
 
-    def _memo(self, task_id: str) -> _Memo:
+    def _memo(self, task_id: str) -> Memo:
         memo = self.memos.get(task_id)
         if memo is None:
-            memo = self.memos[task_id] = _Memo()
+            memo = self.memos[task_id] = Memo()
             self.dirty.add(task_id)
         self.touched.add(task_id)
         return memo
@@ -178,7 +101,7 @@ class BudgetObserver:
         # step below is idempotent for a row read twice.
         cursor = store.max_event_id()
         for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
-            memo = self.memos.get(task_id) or self.memos.setdefault(task_id, _Memo())
+            memo = self.memos.get(task_id) or self.memos.setdefault(task_id, Memo())
             if outcome == "completed":
                 memo.restart_episode()
                 continue
@@ -186,13 +109,13 @@ class BudgetObserver:
                 memo.attempt_runs.add(run_id)
             memo.last_attempt_at = started
             if outcome in FAILURE_OUTCOMES and error:
-                memo.fail(run_id, _failure(error, float(started)))
+                memo.fail(run_id, failure(error, float(started)))
         for r in store.budget_rows(budget_bodies_only=True):
-            row = _Row.of(r)
+            row = Row.of(r)
             if r.task_id in self.memos:
                 self.memos[r.task_id].row = row
             elif row.worth_following:
-                self.memos[r.task_id] = _Memo(row=row)
+                self.memos[r.task_id] = Memo(row=row)
         for ev in store.events_of_open_tasks(
             (
                 "unblocked",
@@ -225,7 +148,8 @@ class BudgetObserver:
         self.cursor = cursor
         self.dirty = {t for t, m in self.memos.items() if m.row is None}
         self.touched = set(self.memos)
-        _release_memory()
+        gc.collect()  # the first load read every open task once: give that memory back
+        trim_heap()
 
     def _apply(self, ev: EventRow, *, counting_attempts: bool = True) -> None:
         if ev.kind == "heartbeat":
@@ -253,7 +177,7 @@ class BudgetObserver:
         elif ev.kind in _FAILURE_KINDS:
             text = ev.run_error or str(ev.payload.get("error") or "")
             if ev.run_id is not None and text:
-                memo.fail(ev.run_id, _failure(text, float(ev.created_at), ev.event_id))
+                memo.fail(ev.run_id, failure(text, float(ev.created_at), ev.event_id))
         elif ev.kind == "unblocked":
             if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
                 memo.resets += 1
@@ -276,7 +200,7 @@ class BudgetObserver:
         else:  # created, edited, assigned, newer state changes: the fields may have changed
             self.dirty.add(ev.task_id)
 
-    def _budgets(self, memo: _Memo, s: Settings) -> Budgets:
+    def _budgets(self, memo: Memo, s: Settings) -> Budgets:
         if memo.budgets is None:
             row = memo.row
             profile = s.profiles.get(row.assignee or "") if row else None
@@ -315,7 +239,7 @@ class BudgetObserver:
                 if r is None or r.status in ("done", "archived"):
                     self.memos.pop(task_id, None)
                 elif memo is not None:
-                    memo.row, memo.budgets = _Row.of(r), None
+                    memo.row, memo.budgets = Row.of(r), None
                     self.touched.add(task_id)
             self.dirty.clear()
         if (
@@ -369,7 +293,7 @@ class BudgetObserver:
             tasks = self._enrich(store, s, tasks, enrich)
         return BudgetSnapshot(board=store.slug, tasks=tuple(tasks), cards=cards), skipped
 
-    def _near(self, t: RunningTask, memo: _Memo, s: Settings, now: float) -> bool:
+    def _near(self, t: RunningTask, memo: Memo, s: Settings, now: float) -> bool:
         """Is the running attempt at or past a warning threshold of its budgets?"""
         b = self._budgets(memo, s)
         share = s.budget.warn_fraction
@@ -385,7 +309,7 @@ class BudgetObserver:
     def _task(
         self,
         task_id: str,
-        memo: _Memo,
+        memo: Memo,
         run: RunningTask | None,
         problems: tuple[str, ...],
         s: Settings,

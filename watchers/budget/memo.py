@@ -1,0 +1,79 @@
+"""What the budget watcher remembers of each open task between passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from watchers.budget.budgets import BodyBudgets, Budgets, parse_body
+from watchers.budget.decide import Failure
+from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
+from watchers.cards import one_line
+from watchers.store.board import BudgetRow
+
+
+@dataclass(slots=True)
+class Row:
+    """What a task's row says about its budgets (its body is parsed, not kept)."""
+
+    status: str
+    assignee: str | None
+    max_runtime_seconds: int | None
+    goal_max_turns: int | None
+    max_retries: int | None
+    block_recurrences: int
+    body: BodyBudgets
+
+    @classmethod
+    def of(cls, r: BudgetRow) -> Row:
+        return cls(
+            r.status,
+            r.assignee,
+            r.max_runtime_seconds,
+            r.goal_max_turns,
+            r.max_retries,
+            r.block_recurrences,
+            parse_body(r.body),
+        )
+
+    @property
+    def worth_following(self) -> bool:
+        """Anything here a budget could act on without an attempt?"""
+        b = self.body
+        return bool(
+            b.time_seconds or b.iterations or b.attempts or b.problems or self.block_recurrences
+        )
+
+
+@dataclass(slots=True)
+class Memo:
+    row: Row | None = None
+    budgets: Budgets | None = None  # resolved from the row and settings; None: resolve again
+    attempt_runs: set[int] = field(default_factory=set)  # rate-limited requeues excluded
+    last_attempt_at: int | None = None
+    last_attempt_event: int | None = None
+    failures: dict[int, Failure] | None = None  # by run id
+    resets: int = 0
+    last_reset_at: int | None = None
+    last_reset_event: int | None = None
+    last_block_at: int | None = None
+    warned: set[tuple[int, str]] | None = None
+    reported: set[str] | None = None
+
+    @property
+    def attempts(self) -> int:
+        return len(self.attempt_runs)
+
+    def fail(self, run_id: int, failure: Failure) -> None:
+        if self.failures is None:
+            self.failures = {}
+        self.failures[run_id] = failure
+
+    def restart_episode(self) -> None:
+        self.attempt_runs.clear()
+        self.last_attempt_at = self.last_attempt_event = None
+        self.failures = None
+        self.resets, self.last_reset_at, self.last_reset_event = 0, None, None
+
+
+def failure(text: str, at: float, event_id: int | None = None) -> Failure:
+    return Failure(fingerprint(text), one_line(text, FAILURE_TEXT_KEPT), at, event_id)
