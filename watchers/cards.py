@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from watchers.model import Action, ActionKind
+from watchers.store.rows import AUTHOR
 
 if TYPE_CHECKING:
     from watchers.store.board import BoardStore, TaskDetail
@@ -87,6 +88,7 @@ class SourceTask:
     state: str  # committed | uncommitted | stashed(<name>) | unknown
     consecutive_failures: int
     model_override: str | None = None  # with provider_override, pins the task's provider
+    created_by: str | None = None  # who made the task (cards may go back to them)
 
     @classmethod
     def of(cls, d: TaskDetail, summaries: list[str], state: str) -> SourceTask:
@@ -104,7 +106,18 @@ class SourceTask:
             state=state,
             consecutive_failures=d.consecutive_failures,
             model_override=d.model_override,
+            created_by=d.created_by,
         )
+
+
+def card_owner(route: str, source: SourceTask, orchestrator: str, known: Container[str]) -> str:
+    """Who a card for `source` is assigned to. `cards.route = "creator"`: the profile that
+    created the task, when that is a profile known here (else nobody would pick the card
+    up); otherwise, and with `"orchestrator"`, the orchestrator profile."""
+    creator = (source.created_by or "").strip()
+    if route == "creator" and creator and creator != AUTHOR and creator in known:
+        return creator
+    return orchestrator
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,13 @@ class BudgetSettings(_Section):
     git_timeout_seconds: float = Field(2.0, gt=0)
 
 
+class CardsSettings(_Section):
+    # Who a [BLOCKED] card is assigned to: "orchestrator" (distress.orchestrator_profile)
+    # or "creator" (the source task's created_by when that is a known Hermes profile,
+    # else the orchestrator).
+    route: Literal["orchestrator", "creator"] = "orchestrator"
+
+
 class StoreSettings(_Section):
     busy_timeout_seconds: float = Field(2.0, ge=0)
 
@@ -255,6 +262,7 @@ class Settings(BaseSettings):
     auto_heal: AutoHealSettings = AutoHealSettings()
     distress: DistressSettings = DistressSettings()
     budget: BudgetSettings = BudgetSettings()
+    cards: CardsSettings = CardsSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()

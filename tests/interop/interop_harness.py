@@ -155,10 +155,16 @@ class HermesBoard:
         worker: str = BLOCKING_WORKER,
         assignee: str = PROFILE,
         body: str | None = None,
+        created_by: str | None = None,
     ) -> str:
         with self.connect() as conn:
             task_id = kb.create_task(
-                conn, title=title, body=body, assignee=assignee, max_retries=max_retries
+                conn,
+                title=title,
+                body=body,
+                assignee=assignee,
+                max_retries=max_retries,
+                created_by=created_by,
             )
         self.scripts[task_id] = worker
         return task_id

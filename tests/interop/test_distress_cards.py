@@ -228,3 +228,30 @@ def test_an_auto_heal_escalation_gets_an_env_blocker_card(
     assert_contract_body(card.body)
     assert board.parents(task_id) == [card.id]
     assert board.task(task_id).status == "blocked"
+
+
+@pytest.mark.interop
+def test_with_route_creator_a_card_goes_to_the_profile_that_created_the_task(
+    hermes_home: Path, hermes_board: HermesBoard, distress: DistressCli
+) -> None:
+    """An orchestrator profile's task gets its card back; a person's task goes to the orchestrator."""
+    write_profile(hermes_home, "coder-a", anthropic())
+    write_profile(hermes_home, "lead", anthropic("claude-opus"))
+    cli = distress('[cards]\nroute = "creator"\n')
+    by_lead = hermes_board.create("split the parser", assignee="coder-a", created_by="lead")
+    by_person = hermes_board.create("fix the docs", assignee="coder-a", created_by="alice")
+    hermes_board.rate_limit([by_lead, by_person])
+
+    records = cli.once(hermes_board.path)
+
+    assert sorted((r["task_id"], r["action"]) for r in records) == sorted(
+        [(by_lead, "card"), (by_person, "card")]
+    )
+    [lead_card] = hermes_board.tasks_titled(card_title(by_lead, "rate_limited"))
+    [person_card] = hermes_board.tasks_titled(card_title(by_person, "rate_limited"))
+    assert (lead_card.assignee, person_card.assignee) == ("lead", "orchestrator")
+    [comment] = hermes_board.comments(by_lead)
+    assert "for lead" in comment.body
+    # Hermes's dispatcher hands the card to the creating profile, as to any assignee.
+    assert lead_card.id in hermes_board.dispatch()
+    assert hermes_board.runs(lead_card.id)[-1].profile == "lead"

@@ -222,3 +222,16 @@ def test_the_next_deadline_is_the_warning_line_then_the_budget_itself():
     assert next_deadline(BudgetSnapshot("default", (late,), {}), S, NOW) is None
     idle = task(running=False)
     assert next_deadline(BudgetSnapshot("default", (idle,), {}), S, NOW) is None
+
+
+def test_with_route_creator_the_card_goes_to_the_creating_profile_when_known():
+    """cards.route = creator: a known creator gets the card; an unknown one, the orchestrator."""
+    s = S.model_copy(update={"cards": S.cards.model_copy(update={"route": "creator"})})
+    late = task(attempt_started_at=NOW - 1200, source=source(created_by="lead"))
+    known = BudgetSnapshot("default", (late,), {}, profiles=frozenset({"lead", "coder"}))
+    [card] = decide(known, s, NOW)
+    assert card.plan["assignee"] == "lead"
+    [card] = decide(replace(known, profiles=frozenset({"coder"})), s, NOW)
+    assert card.plan["assignee"] == "orchestrator"
+    [card] = decide(known, S, NOW)  # the default route
+    assert card.plan["assignee"] == "orchestrator"

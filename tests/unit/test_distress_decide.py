@@ -257,3 +257,18 @@ def _facts():
         state="unknown",
         evidence={},
     )
+
+
+def test_with_route_creator_a_card_goes_to_the_creating_profile_when_it_is_known():
+    """Known creator: theirs; a person or the daemon itself: the orchestrator's."""
+    lonely = case(assignee="lonely", created_by="gpt")
+    [action] = decide(snap(lonely), S, NOW, route="creator")
+    assert action.plan["assignee"] == "gpt"
+    assert "for gpt" in action.plan["comment"]
+    [action] = decide(snap(lonely), S, NOW)
+    assert action.plan["assignee"] == S.orchestrator_profile
+    for creator in ("alice", "watchers", None):
+        [action] = decide(
+            snap(case(assignee="lonely", created_by=creator)), S, NOW, route="creator"
+        )
+        assert action.plan["assignee"] == S.orchestrator_profile

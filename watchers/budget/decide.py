@@ -21,7 +21,14 @@ from typing import Any
 from watchers.budget import WATCHER
 from watchers.budget.budgets import Budgets
 from watchers.budget.fingerprint import FAILURE_TEXT_KEPT
-from watchers.cards import CardState, SourceTask, card_action, card_needed, one_line
+from watchers.cards import (
+    CardState,
+    SourceTask,
+    card_action,
+    card_needed,
+    card_owner,
+    one_line,
+)
 from watchers.model import Action, ActionKind
 from watchers.settings import Settings
 
@@ -66,6 +73,7 @@ class BudgetSnapshot:
     board: str
     tasks: tuple[BudgetTask, ...]
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
+    profiles: frozenset[str] = frozenset()  # Hermes profiles known here (cards.route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +247,6 @@ def next_deadline(snapshot: BudgetSnapshot, s: Settings, now: float) -> float | 
 
 def decide(snapshot: BudgetSnapshot, s: Settings, now: float) -> list[Action]:
     actions: list[Action] = []
-    review = s.budget.review_profile or s.distress.orchestrator_profile
     for t in snapshot.tasks:
         for problem in t.problems:
             actions.append(
@@ -264,6 +271,9 @@ def decide(snapshot: BudgetSnapshot, s: Settings, now: float) -> list[Action]:
             actions.extend(_warnings(t, s, now, snapshot.board))
             continue
         human = first.reason == "needs_human"
+        owner = card_owner(
+            s.cards.route, t.source, s.distress.orchestrator_profile, snapshot.profiles
+        )
         evidence: dict[str, Any] = {
             "reason_class": first.reason,
             **first.evidence,
@@ -285,7 +295,7 @@ def decide(snapshot: BudgetSnapshot, s: Settings, now: float) -> list[Action]:
                 reason=first.reason,
                 now=now,
                 since=first.since,
-                assignee=review if human else s.distress.orchestrator_profile,
+                assignee=(s.budget.review_profile or owner) if human else owner,
                 priority=s.distress.card_priority,
             )
         )

@@ -289,9 +289,14 @@ class BudgetObserver:
                 continue  # nothing to warn about, nothing to card
             tasks.append(weighed)
         self.touched.clear()
+        known: frozenset[str] = frozenset()
         if enrich:
             tasks = self._enrich(store, s, tasks, enrich)
-        return BudgetSnapshot(board=store.slug, tasks=tuple(tasks), cards=cards), skipped
+            if self.reader is not None:
+                known = frozenset(self.reader.read(s.profiles).profiles)
+        return BudgetSnapshot(
+            board=store.slug, tasks=tuple(tasks), cards=cards, profiles=known
+        ), skipped
 
     def _near(self, t: RunningTask, memo: Memo, s: Settings, now: float) -> bool:
         """Is the running attempt at or past a warning threshold of its budgets?"""

@@ -18,6 +18,7 @@ from watchers.cards import (
     SourceTask,
     card_action,
     card_needed,
+    card_owner,
     one_line,
     readable_time,
 )
@@ -90,6 +91,7 @@ def _card(
     now: float,
     *,
     since: float,
+    card_route: str,
 ) -> Action:
     return card_action(
         watcher=WATCHER,
@@ -102,13 +104,17 @@ def _card(
         reason=reason,
         now=now,
         since=since,
-        assignee=s.orchestrator_profile,
+        assignee=card_owner(card_route, src, s.orchestrator_profile, snap.providers.profiles),
         priority=s.card_priority,
     )
 
 
 def _signal_decisions(
-    snap: DistressSnapshot, s: DistressSettings, table: Mapping[str, Cooldown], now: float
+    snap: DistressSnapshot,
+    s: DistressSettings,
+    table: Mapping[str, Cooldown],
+    now: float,
+    card_route: str,
 ) -> list[Action]:
     actions = []
     for case in snap.signal_cases:
@@ -222,11 +228,26 @@ def _signal_decisions(
                 f"fix or rotate the credentials of profile {src.assignee} (provider "
                 f"{src_provider or 'unknown'}{pin}) or reassign {src.task_id}; {why}"
             )
-        actions.append(_card(snap, s, src, blocker, needs, evidence, blocker, now, since=case.at))
+        actions.append(
+            _card(
+                snap,
+                s,
+                src,
+                blocker,
+                needs,
+                evidence,
+                blocker,
+                now,
+                since=case.at,
+                card_route=card_route,
+            )
+        )
     return actions
 
 
-def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
+def _stuck_decisions(
+    snap: DistressSnapshot, s: DistressSettings, now: float, card_route: str
+) -> list[Action]:
     actions = []
     for case in snap.stuck:
         if now - case.since < s.stuck_after_seconds:
@@ -250,13 +271,24 @@ def _stuck_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) ->
         )
         actions.append(
             _card(
-                snap, s, case.source, "env_blocker", needs, evidence, "stuck", now, since=case.since
+                snap,
+                s,
+                case.source,
+                "env_blocker",
+                needs,
+                evidence,
+                "stuck",
+                now,
+                since=case.since,
+                card_route=card_route,
             )
         )
     return actions
 
 
-def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: float) -> list[Action]:
+def _escalation_decisions(
+    snap: DistressSnapshot, s: DistressSettings, now: float, card_route: str
+) -> list[Action]:
     actions = []
     for case in snap.escalations:
         if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.at, case.event_id):
@@ -277,6 +309,7 @@ def _escalation_decisions(snap: DistressSnapshot, s: DistressSettings, now: floa
                 "escalation",
                 now,
                 since=case.at,
+                card_route=card_route,
             )
         )
     return actions
@@ -298,10 +331,17 @@ def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> fl
     return min(due) if due else None
 
 
-def decide(snapshot: DistressSnapshot, settings: DistressSettings, now: float) -> list[Action]:
+def decide(
+    snapshot: DistressSnapshot,
+    settings: DistressSettings,
+    now: float,
+    *,
+    route: str = "orchestrator",
+) -> list[Action]:
+    """Every distress action for one board at `now`; `route` is `cards.route`."""
     table = cooldowns(snapshot.signals, settings)
     return (
-        _signal_decisions(snapshot, settings, table, now)
-        + _stuck_decisions(snapshot, settings, now)
-        + _escalation_decisions(snapshot, settings, now)
+        _signal_decisions(snapshot, settings, table, now, route)
+        + _stuck_decisions(snapshot, settings, now, route)
+        + _escalation_decisions(snapshot, settings, now, route)
     )

@@ -31,7 +31,7 @@ class Distress:
         host = settings.hostname or self.probe.hostname
         snapshot, skipped = self.observer(store).snapshot(store, self.probe, settings, host, now)
         self._deadlines[store.path] = next_deadline(snapshot, settings.distress, now)
-        return decide(snapshot, settings.distress, now), skipped
+        return decide(snapshot, settings.distress, now, route=settings.cards.route), skipped
 
     def deadline(self, board: Path) -> float | None:
         """When the last pass over `board` said something next falls due (epoch seconds)."""

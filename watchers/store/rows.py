@@ -227,6 +227,7 @@ class TaskDetail:
     completed_at: int | None
     created_at: int
     model_override: str | None = None
+    created_by: str | None = None  # who made the task (a profile, a person, a tool)
 
 
 @dataclass(frozen=True, slots=True)

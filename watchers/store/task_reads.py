@@ -191,7 +191,8 @@ class TaskReads(Connection):
                 "SELECT id, title, body, status, assignee, "
                 f"{self._col('provider_override')}, {self._col('branch_name')}, "
                 f"{self._col('workspace_path')}, consecutive_failures, completed_at, created_at, "
-                f"{self._col('model_override')} FROM tasks t WHERE id IN ({marks})",
+                f"{self._col('model_override')}, {self._col('created_by')} "
+                f"FROM tasks t WHERE id IN ({marks})",
                 chunk,
             ):
                 try:
@@ -208,6 +209,7 @@ class TaskReads(Connection):
                         completed_at=_opt_int(row, 9, "completed_at"),
                         created_at=_req_int(row, 10, "created_at"),
                         model_override=_opt_text(row, 11, "model_override"),
+                        created_by=_opt_text(row, 12, "created_by"),
                     )
                 except _Malformed:
                     continue
