@@ -27,6 +27,12 @@ this process dies (they read a pipe from it) and the daemon gets a parent-death 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # run as a script: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import argparse
 import contextlib
 import json
@@ -49,16 +55,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import (
+from bench.common import (
     Phases,
     _die_with_parent,
     _on_signal,
     _raise_nofile,
-    kib,
-    proc_status,
     stop_workers,
     watchers_argv,
 )
+from bench.procfs import kib, proc_status
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_PATH = ROOT / "bench" / "out" / "fleet.json"
