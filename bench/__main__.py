@@ -37,6 +37,8 @@ from typing import Any
 
 from bench.board import build_board, start_running, write_profiles
 from bench.common import Phases, _on_signal, _raise_nofile, stop_workers
+from bench.fleet import parser as fleet_parser
+from bench.fleet.scenario import collect as fleet_collect
 from bench.measure.budget import bench_budget
 from bench.measure.daemon import (
     DaemonRun,
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fleet",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also run bench/fleet.py's scenarios (101 boards idle, 1,000 boards; ~4 min)",
+        help="also run bench/fleet's scenarios (101 boards idle, 1,000 boards; ~4 min)",
     )
     ap.add_argument("--out", type=Path, default=OUT_DIR / "results.json")
     args = ap.parse_args(argv)
@@ -193,10 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if res["shutdown"]["exit_code"] != 0:
             problems.append(f"daemon exit code {res['shutdown']['exit_code']}")
         if args.fleet:
-            from bench import fleet
-
             with phases.phase("7 fleet: 101 boards idle, 1,000 boards"):
-                res["fleet"] = fleet.collect(fleet.parser().parse_args([]))
+                res["fleet"] = fleet_collect(fleet_parser().parse_args([]))
             if res["fleet"].get("aborted"):
                 problems.append(f"fleet benchmark aborted: {res['fleet']['aborted']}")
     except BaseException as exc:

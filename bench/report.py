@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.fleet.report import build_rows as fleet_rows
 from bench.targets import (
     TARGET_BUDGET_TICK_MS,
     TARGET_DISTRESS_TICK_MS,
@@ -111,9 +112,7 @@ def report(res: dict[str, Any], out: Path) -> None:
     ]
     fres = res.get("fleet")
     if fres:
-        from bench import fleet
-
-        for label, value, target, ok in fleet.build_rows(fres):
+        for label, value, target, ok in fleet_rows(fres):
             key = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") if ok is not None else ""
             checks.append((label, value, target, key, ok))
     # Hermes's own figure beside ours, where Hermes has one (its pass reads the whole

@@ -1,4 +1,5 @@
-"""The machine and the code the figures were taken on, and its pace."""
+"""The machine and the code the figures were taken on (for the one-board run and for the
+fleet), and the machine's pace."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ from bench.procfs import kib, proc_status
 from bench.targets import ROOT
 
 
-def machine_facts() -> dict[str, Any]:
+def cpu_model() -> str:
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
         for line in fh:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    return model
+
+
+def machine_facts() -> dict[str, Any]:
+    model = cpu_model()
     mem = kib(proc_status(os.getpid()).get("VmRSS"))
     total_mem = None
     with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as fh:
@@ -73,3 +79,38 @@ def python_loop_ms() -> float:
             total += i
         best = min(best, time.perf_counter() - t0)
     return round(best * 1000, 1)
+
+
+def fleet_machine_facts() -> dict[str, Any]:
+    model = cpu_model()
+    from watchers import __version__
+
+    head = dirty = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        head = out.stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "watchers"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = sorted(line[3:] for line in out.stdout.split("\n") if line.strip())
+    return {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "kernel": platform.release(),
+        "kanban_watchers": __version__,
+        "git_head": head,
+        "uncommitted_in_watchers": dirty,
+    }
