@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.measure.daemon import DaemonRun
-from bench.measure.timing import pct
+from bench.measure.timing import Samples
 from bench.procfs import kib, proc_status
 from bench.targets import POLL_S
 
@@ -88,16 +87,13 @@ def kill_and_measure(
                 checked += 1
     finally:
         ro.close()
-    times = [heal[t] for t in victims if t in heal]
+    times = Samples([heal[t] for t in victims if t in heal], unit="s")
     return {
         "kills": len(victims) - len(queue),
         "healed": len(times),
         "unhealed": sorted(pending) + queue,
-        "median_s": round(statistics.median(times), 2) if times else None,
-        "p95_s": round(pct(times, 95), 2) if times else None,
-        "min_s": round(min(times), 2) if times else None,
-        "max_s": round(max(times), 2) if times else None,
-        "samples_s": [round(t, 2) for t in times],
+        **times.summary(2),
+        "samples_s": [round(t, 2) for t in times.values],
         "new_status": sorted(set(new_status.values())),
         "heals_verified": checked,
         "phase_s": round(time.monotonic() - start, 1),

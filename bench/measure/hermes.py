@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.measure.timing import pct
+from bench.measure.timing import timed
 
 
 def bench_hermes(path: Path, n_calls: int, n_running: int) -> dict[str, Any]:
@@ -52,13 +51,8 @@ def bench_hermes(path: Path, n_calls: int, n_running: int) -> dict[str, Any]:
             )
         watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         v0 = watch.execute("PRAGMA data_version").fetchone()[0]
-        samples: list[float] = []
-        for _ in range(n_calls):
-            t1 = time.perf_counter()
-            out = kb.detect_crashed_workers(conn)
-            samples.append((time.perf_counter() - t1) * 1000)
-            if out:
-                problems.append(f"Hermes reclaimed {out[:5]}")
+        samples, outs = timed(n_calls, kb.detect_crashed_workers, conn)
+        problems += [f"Hermes reclaimed {out[:5]}" for out in outs if out]
         v1 = watch.execute("PRAGMA data_version").fetchone()[0]
         watch.close()
         if v0 != v1:
@@ -68,10 +62,7 @@ def bench_hermes(path: Path, n_calls: int, n_running: int) -> dict[str, Any]:
     cols_after = _columns(path)
     return {
         "n": len(samples),
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(pct(samples, 95), 3),
-        "min_ms": round(min(samples), 3),
-        "max_ms": round(max(samples), 3),
+        **samples.summary(3),
         "import_s": round(import_s, 2),
         "first_connect_s": round(first_connect_s, 2),
         "crash_grace_s": grace,

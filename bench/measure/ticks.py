@@ -5,13 +5,11 @@ write nothing."""
 from __future__ import annotations
 
 import sqlite3
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.measure.timing import pct, profile_ticks
+from bench.measure.timing import once, profile_if_slow, timed
 from bench.targets import TARGET_TICK_MS
 
 
@@ -32,6 +30,46 @@ def board_fingerprint(path: Path) -> tuple[Any, ...]:
         conn.close()
 
 
+class BoardWatch:
+    """Whether the board changed while it was watched: its fingerprint and SQLite's
+    `data_version` (seen from a read-only connection of its own), before and after."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.before = board_fingerprint(path)
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.version0 = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        self.version1 = self.version0
+
+    def close(self) -> bool:
+        """Stop watching; True when nothing changed."""
+        self.version1 = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        self.conn.close()
+        after = board_fingerprint(self.path)
+        return self.version0 == self.version1 and self.before == after
+
+
+def steady_state(
+    reports: list[Any], watch: BoardWatch, who: str, problems: list[str]
+) -> dict[str, Any]:
+    """The timed ticks' verdict, once the watcher has let go of the board: each tick that
+    failed or skipped work is a problem, and so is any write (an action, a new
+    `data_version`, a changed fingerprint)."""
+    label = f"{who} " if who else ""
+    actions = 0
+    for rep in reports:
+        actions += len(rep.outcomes)
+        if rep.error or rep.skipped:
+            problems.append(f"{label}tick error={rep.error} skipped={len(rep.skipped)}")
+    wrote_nothing = watch.close() and actions == 0
+    if not wrote_nothing:
+        problems.append(
+            f"steady-state {label}ticks wrote: actions={actions} "
+            f"data_version {watch.version0}->{watch.version1}"
+        )
+    return {"actions_in_steady_state": actions, "wrote_nothing": wrote_nothing}
+
+
 def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
     from watchers.autoheal.watcher import AutoHeal
     from watchers.clock import SystemClock
@@ -41,9 +79,7 @@ def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
     from watchers.store.board import BoardStore
 
     settings = Settings()
-    before = board_fingerprint(path)
-    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
+    watch = BoardWatch(path)
     probe = ProcessProbe()
     heal = AutoHeal(probe)
     clock = SystemClock()
@@ -58,49 +94,26 @@ def bench_tick(path: Path, n_ticks: int, profile: bool) -> dict[str, Any]:
             store.close()
 
     try:
-        t0 = time.perf_counter()
-        warm = one()
-        warm_ms = (time.perf_counter() - t0) * 1000
+        warm, warm_ms = once(one)
         watching_after_warmup = probe.watching
         if warm.error or warm.outcomes or warm.skipped:
             problems.append(
                 f"warm-up tick: error={warm.error} actions={len(warm.outcomes)} "
                 f"skipped={len(warm.skipped)}"
             )
-        samples: list[float] = []
-        actions = 0
-        for _ in range(n_ticks):
-            t0 = time.perf_counter()
-            rep = one()
-            samples.append((time.perf_counter() - t0) * 1000)
-            actions += len(rep.outcomes)
-            if rep.error or rep.skipped:
-                problems.append(f"tick error={rep.error} skipped={len(rep.skipped)}")
-        prof_text = None
-        if profile or statistics.median(samples) > TARGET_TICK_MS:
-            prof_text = profile_ticks(one, 20)
+        samples, reports = timed(n_ticks, one)
+        prof_text = profile_if_slow(profile, samples, TARGET_TICK_MS, one)
         gave_up = len(heal._observers.peek(path).candidates)  # type: ignore[union-attr]
     finally:
         probe.close()
-    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
-    watch.close()
-    after = board_fingerprint(path)
-    wrote_nothing = actions == 0 and version0 == version1 and before == after
-    if not wrote_nothing:
-        problems.append(
-            f"steady-state ticks wrote: actions={actions} data_version {version0}->{version1}"
-        )
+    steady = steady_state(reports, watch, "", problems)
     return {
         "n": len(samples),
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(pct(samples, 95), 3),
-        "min_ms": round(min(samples), 3),
-        "max_ms": round(max(samples), 3),
+        **samples.summary(3),
         "warmup_ms": round(warm_ms, 1),
         "workers_watched": watching_after_warmup,
         "gave_up_candidates": gave_up,
-        "actions_in_steady_state": actions,
-        "wrote_nothing": wrote_nothing,
+        **steady,
         "problems": problems,
         "profile": prof_text,
     }
@@ -125,18 +138,14 @@ def measure_watcher_ticks(
     from watchers.store.board import BoardStore
 
     settings = load_settings(config)
-    before = board_fingerprint(path)
-    watch = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    version0 = watch.execute("PRAGMA data_version").fetchone()[0]
+    watch = BoardWatch(path)
     probe = ProcessProbe()
     store = BoardStore.open(path)
     watcher = make_watcher(probe)
     clock = SystemClock()
     problems: list[str] = []
     try:
-        t0 = time.perf_counter()
-        first = run_tick(watcher, store, settings, clock)
-        first_ms = (time.perf_counter() - t0) * 1000
+        first, first_ms = once(run_tick, watcher, store, settings, clock)
         if first.error or first.outcomes or first.skipped:
             done = [
                 (o.action.kind.value, o.action.reason, o.action.task_id) for o in first.outcomes
@@ -145,40 +154,20 @@ def measure_watcher_ticks(
                 f"{name} first tick: error={first.error} actions={done[:5]} "
                 f"({len(first.outcomes)}) skipped={len(first.skipped)}"
             )
-        samples: list[float] = []
-        actions = 0
-        for _ in range(n_ticks):
-            t0 = time.perf_counter()
-            rep = run_tick(watcher, store, settings, clock)
-            samples.append((time.perf_counter() - t0) * 1000)
-            actions += len(rep.outcomes)
-            if rep.error or rep.skipped:
-                problems.append(f"{name} tick error={rep.error} skipped={len(rep.skipped)}")
-        prof_text = None
-        if profile or statistics.median(samples) > target_ms:
-            prof_text = profile_ticks(lambda: run_tick(watcher, store, settings, clock), 20)
+        samples, reports = timed(n_ticks, run_tick, watcher, store, settings, clock)
+        prof_text = profile_if_slow(
+            profile, samples, target_ms, lambda: run_tick(watcher, store, settings, clock)
+        )
         memory = memory_of(watcher, store, settings)
     finally:
         store.close()
         probe.close()
-    version1 = watch.execute("PRAGMA data_version").fetchone()[0]
-    watch.close()
-    after = board_fingerprint(path)
-    wrote_nothing = actions == 0 and version0 == version1 and before == after
-    if not wrote_nothing:
-        problems.append(
-            f"steady-state {name} ticks wrote: actions={actions} "
-            f"data_version {version0}->{version1}"
-        )
+    steady = steady_state(reports, watch, name, problems)
     return {
         "n": len(samples),
-        "median_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(pct(samples, 95), 3),
-        "min_ms": round(min(samples), 3),
-        "max_ms": round(max(samples), 3),
+        **samples.summary(3),
         "first_tick_ms": round(first_ms, 1),
-        "actions_in_steady_state": actions,
-        "wrote_nothing": wrote_nothing,
+        **steady,
         **memory,
         "problems": problems,
         "profile": prof_text,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from bench.measure.timing import pct
+from bench.measure.timing import timed
 
 
 def unchanged_count(daemon: Any) -> float:
@@ -43,15 +41,8 @@ def bench_unchanged(path: Path, config: Path, n: int) -> dict[str, Any]:
         full = sum(j.full for j in daemon._jobs.values())
         unchanged_before = unchanged_count(daemon)
         for name in ("auto-heal", "distress", "budget"):
-            samples = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                daemon._sweep(name)
-                samples.append((time.perf_counter() - t0) * 1000)
-            out[name] = {
-                "median_ms": round(statistics.median(samples), 4),
-                "p95_ms": round(pct(samples, 95), 4),
-            }
+            samples, _ = timed(n, daemon._sweep, name)
+            out[name] = samples.summary(4, ("median", "p95"))
         unchanged = unchanged_count(daemon) - unchanged_before
         out["full_passes_during"] = sum(j.full for j in daemon._jobs.values()) - full
         out["unchanged_passes"] = int(unchanged)
