@@ -142,7 +142,7 @@ def scenario(
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the scenarios `args` asks for; their figures (bench/run.py calls this too)."""
+    """Run the scenarios `args` asks for; their figures (python -m bench calls this too)."""
     t_start = time.monotonic()
     _raise_nofile()
     res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
