@@ -49,7 +49,7 @@ matrix: $(VENV)/.installed-test $(HERMES_RELEASES:%=$(RELEASES)/%/.installed)
 test: lint typecheck unit matrix
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench
 
 # Hermes 0.19's "torn-extend detected" with and without the daemon, side by side (~4 min).
 bench-torn: $(VENV)/.installed-test

@@ -1,4 +1,5 @@
-"""Helpers both benchmark scripts use (bench/run.py and bench/fleet.py)."""
+"""Process control both benchmarks share: phases, stopping workers, the daemon's child
+process, limits and signals. (What /proc says is in procfs.py.)"""
 
 from __future__ import annotations
 
@@ -17,21 +18,6 @@ from pathlib import Path
 from typing import Any
 
 WORKER_EXIT_WAIT_S = 10.0
-
-
-def proc_status(pid: int) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
-def kib(value: str | None) -> int | None:
-    if not value:
-        return None
-    return int(value.split()[0])
 
 
 @dataclass
