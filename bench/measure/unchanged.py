@@ -31,20 +31,20 @@ def bench_unchanged(path: Path, config: Path, n: int) -> dict[str, Any]:
 
     daemon = Daemon(lambda: load_settings(config), [path])
     scheduler = BackgroundScheduler(timezone=UTC)
-    daemon._scheduler = scheduler
+    passes = daemon.passes  # the daemon's own jobs, sweep and wakes (watchers.passes)
     out: dict[str, Any] = {"problems": []}
     try:
         daemon._schedule(scheduler, daemon.settings, [path])
         for _ in range(2):
-            for key in list(daemon._jobs):
-                daemon._tick(key)
-        full = sum(j.full for j in daemon._jobs.values())
+            for key in list(passes.jobs):
+                passes.tick(key)
+        full = sum(j.full for j in passes.jobs.values())
         unchanged_before = unchanged_count(daemon)
         for name in ("auto-heal", "distress", "budget"):
-            samples, _ = timed(n, daemon._sweep, name)
+            samples, _ = timed(n, passes.sweep, name)
             out[name] = samples.summary(4, ("median", "p95"))
         unchanged = unchanged_count(daemon) - unchanged_before
-        out["full_passes_during"] = sum(j.full for j in daemon._jobs.values()) - full
+        out["full_passes_during"] = sum(j.full for j in passes.jobs.values()) - full
         out["unchanged_passes"] = int(unchanged)
         if out["full_passes_during"] or unchanged != 3 * n:
             out["problems"].append(
