@@ -157,6 +157,9 @@ class HealSnapshot:
     lanes: Mapping[str, str] = field(default_factory=dict)
     """By task id, for running tasks whose attempt was claimed from a lane other than
     `ready` (a reviewer's, from `review`); a task not listed goes back to `ready`."""
+    provider_errors: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """For workers that exited cleanly: the provider signal (`rate_limited`,
+    `credential_failure`) their last output ended on, and that line (masked)."""
 
 
 class ActionKind(StrEnum):

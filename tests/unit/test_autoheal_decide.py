@@ -425,3 +425,33 @@ def test_a_crash_loops_backoff_end_is_a_deadline_until_the_resets_run_out():
 def test_nothing_waiting_is_no_deadline():
     """An idle board sleeps until its interval."""
     assert next_deadline(snap(), S, NOW) is None
+
+
+def test_a_clean_exit_right_after_a_rate_limit_is_requeued_as_a_rate_limit():
+    """Exit 0 after a 429 is a quota wall: no protocol violation, no failure counted."""
+    task = running(consecutive_failures=1)
+    obs = Observation(Verdict.ZOMBIE, "zombie", exit_code=0)
+    said = ("rate_limited", "openai.RateLimitError: Error code: 429")
+    base = snap(task, obs={task.task_id: obs})
+    [action] = decide(replace(base, provider_errors={task.task_id: said}), S, NOW)
+    assert (action.plan["outcome"], action.plan["event_kind"]) == ("rate_limited", "rate_limited")
+    assert (action.plan["failures"], action.plan["new_status"], action.plan["trip"]) == (
+        1,
+        "ready",
+        False,
+    )
+    assert "429" in action.plan["error"] and "protocol_violation" not in action.plan["metadata"]
+    assert action.evidence["provider_error"] == {"signal": "rate_limited", "line": said[1]}
+
+
+def test_a_clean_exit_right_after_a_refused_key_is_a_credential_failure_not_counted():
+    """Exit 0 after a 401: a crash in the provider's words, for distress to route."""
+    task = running(consecutive_failures=1)
+    obs = Observation(Verdict.ZOMBIE, "zombie", exit_code=0)
+    said = ("credential_failure", "AuthenticationError: 401 Unauthorized")
+    base = snap(task, obs={task.task_id: obs})
+    [action] = decide(replace(base, provider_errors={task.task_id: said}), S, NOW)
+    assert (action.plan["outcome"], action.plan["event_kind"]) == ("crashed", "crashed")
+    assert (action.plan["failures"], action.plan["trip"]) == (1, False)
+    assert "401 Unauthorized" in action.plan["error"]
+    assert action.plan["event_payload"]["provider_error"] == "credential_failure"

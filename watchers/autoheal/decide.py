@@ -7,6 +7,10 @@ claimed from: `review` for a reviewer's attempt on boards with a review lane:
   running --reap (worker gone/zombie/reused)--> ready    run: crashed, event: crashed
   running --reap, failures reach the limit-->   blocked  ... plus event: gave_up
   running --reap (zombie exited 75)-->          ready    run: rate_limited, no failure counted
+  running --reap (exited 0, no terminal call)--> ready   run: crashed, event: protocol_violation
+                                                         (counted once the streak hits its limit)
+  running --reap (exited 0 right after a 429)--> ready   run: rate_limited, no failure counted
+  running --reap (exited 0 right after a 401)--> ready   run: crashed, no failure counted
   running --reclaim (no claim / no PID)-->      ready    run: reclaimed, no failure counted
   blocked --reset (gave_up on infra failures)--> ready   event: unblocked, counter cleared
   blocked --escalate (too many resets)-->       blocked  event: escalated
@@ -19,6 +23,10 @@ from typing import Any
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.backoff import compute_backoff
+from watchers.autoheal.reap import (
+    reap_action,
+    reclaim_action,
+)
 from watchers.autoheal.rules import Classifier, all_infra, classifier_for
 from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY
@@ -28,177 +36,12 @@ from watchers.model import (
     ActionKind,
     GaveUpTask,
     HealSnapshot,
-    Observation,
     RunningTask,
-    RunOutcome,
-    TaskStatus,
-    Verdict,
 )
 from watchers.settings import AutoHealSettings
 
-RATE_LIMIT_EXIT_CODE = 75  # EX_TEMPFAIL: Hermes workers exit with it on a provider quota wall
-PROTOCOL_VIOLATION_LIMIT = 3  # Hermes's bounded retry for clean exits without a terminal call
 EVIDENCE_TEXT_LIMIT = 240
 GUARD = "guard"
-
-
-def _age(ts: int | None, now: float) -> float | None:
-    return None if ts is None else round(max(0.0, now - ts), 1)
-
-
-def _expect(task: RunningTask) -> dict[str, Any]:
-    return {
-        "claim_lock": task.claim_lock,
-        "worker_pid": task.worker_pid,
-        "current_run_id": task.current_run_id,
-        "consecutive_failures": task.consecutive_failures,
-    }
-
-
-def _base_evidence(task: RunningTask, host: str, now: float) -> dict[str, Any]:
-    return {
-        "pid": task.worker_pid,
-        "claimer": task.claim_lock,
-        "host": host,
-        "run_id": task.current_run_id,
-        "assignee": task.assignee,
-        "attempt_age_seconds": _age(task.attempt_started_at, now),
-        "heartbeat_age_seconds": _age(task.last_heartbeat_at, now),
-        "failures_before": task.consecutive_failures,
-    }
-
-
-def _death_text(pid: int, obs: Observation) -> str:
-    """The run's error text, in the shapes Hermes writes, so its tools read it."""
-    if obs.verdict is Verdict.ZOMBIE and obs.signal is not None:
-        return f"pid {pid} killed by signal {obs.signal} (zombie, reaped by watchers)"
-    if obs.verdict is Verdict.ZOMBIE and obs.exit_code is not None:
-        return f"pid {pid} exited with code {obs.exit_code} (zombie, reaped by watchers)"
-    return f"pid {pid} not alive: {obs.detail} (reaped by watchers)"
-
-
-def _reap(
-    task: RunningTask, obs: Observation, snap: HealSnapshot, s: AutoHealSettings, now: float
-) -> Action:
-    assert task.worker_pid is not None
-    lane = snap.lanes.get(task.task_id, READY)
-    evidence = {**_base_evidence(task, snap.host, now), **obs.as_evidence()}
-    if lane != READY:
-        evidence["lane"] = lane
-    rate_limited = obs.verdict is Verdict.ZOMBIE and obs.exit_code == RATE_LIMIT_EXIT_CODE
-    clean_exit = obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
-    extra: dict[str, Any] = {}
-    if clean_exit:
-        # Exit 0 while still `running`: the worker never called kanban_complete/kanban_block.
-        # Hermes gives such protocol violations a bounded retry of their own: they are not
-        # counted until the streak of them reaches the task's max_retries, else 3.
-        streak = snap.violation_streaks.get(task.task_id, 0) + 1
-        if task.max_retries is not None:
-            limit, source = task.max_retries, "task"
-        else:
-            limit, source = PROTOCOL_VIOLATION_LIMIT, "protocol_violation"
-        trip = streak >= limit
-        failures = task.consecutive_failures + (1 if trip else 0)
-        plan: dict[str, Any] = {
-            "new_status": TaskStatus.BLOCKED.value if trip else lane,
-            "outcome": RunOutcome.CRASHED.value,
-            "event_kind": "protocol_violation",
-            "error": f"pid {task.worker_pid} exited cleanly (rc=0) without calling kanban_complete "
-            "or kanban_block — protocol violation (zombie, reaped by watchers). If the work is "
-            "done, verify it and report it with kanban_complete.",
-            "failures": failures,
-            "record_error": True,
-            "trip": trip,
-            "effective_limit": limit,
-            "limit_source": source,
-        }
-        extra = {"protocol_violation": True}
-        if trip:
-            extra.update(protocol_violations=streak, protocol_violation_limit=limit)
-        evidence.update(protocol_violations=streak, protocol_violation_limit=limit)
-    elif rate_limited:
-        # A quota wall is not the task's failure: Hermes requeues without counting it.
-        plan = {
-            "new_status": lane,
-            "outcome": RunOutcome.RATE_LIMITED.value,
-            "event_kind": "rate_limited",
-            "error": f"pid {task.worker_pid} exited rate-limited (quota wall) — "
-            "requeued without counting a failure",
-            "failures": task.consecutive_failures,
-            "record_error": True,
-            "trip": False,
-        }
-    else:
-        failures = task.consecutive_failures + 1
-        if task.max_retries is not None:
-            limit, source = task.max_retries, "task"
-        else:
-            limit, source = s.failure_limit, "watchers"
-        trip = failures >= limit
-        plan = {
-            "new_status": TaskStatus.BLOCKED.value if trip else lane,
-            "outcome": RunOutcome.CRASHED.value,
-            "event_kind": "crashed",
-            "error": _death_text(task.worker_pid, obs),
-            "failures": failures,
-            "record_error": True,
-            "trip": trip,
-            "effective_limit": limit,
-            "limit_source": source,
-        }
-        evidence["failures"] = failures
-        evidence["failure_limit"] = limit
-    plan["event_payload"] = {"pid": task.worker_pid, "claimer": task.claim_lock, **extra}
-    plan["metadata"] = {
-        "pid": task.worker_pid,
-        "claimer": task.claim_lock,
-        **obs.as_evidence(),
-        **extra,
-    }
-    if obs.exit_code is not None:
-        plan["event_payload"]["exit_code"] = obs.exit_code
-    if obs.signal is not None:
-        plan["event_payload"]["signal"] = obs.signal
-    return Action(
-        watcher=WATCHER,
-        board=snap.board,
-        task_id=task.task_id,
-        kind=ActionKind.REAP,
-        reason=f"worker_{obs.verdict.value}",
-        evidence=evidence,
-        expect=_expect(task),
-        plan=plan,
-    )
-
-
-def _reclaim(task: RunningTask, reason: str, snap: HealSnapshot, now: float) -> Action:
-    age = attempt_age(task, now)
-    lane = snap.lanes.get(task.task_id, READY)
-    shown = "an unknown time" if age is None else f"{age:.0f}s"
-    if reason == "no_claim":
-        error = f"running with no claim for {shown} (reclaimed by watchers)"
-    else:
-        error = f"no worker pid recorded {shown} after the claim (reclaimed by watchers)"
-    return Action(
-        watcher=WATCHER,
-        board=snap.board,
-        task_id=task.task_id,
-        kind=ActionKind.RECLAIM,
-        reason=reason,
-        evidence=_base_evidence(task, snap.host, now) | ({"lane": lane} if lane != READY else {}),
-        expect=_expect(task),
-        plan={
-            "new_status": lane,
-            "outcome": RunOutcome.RECLAIMED.value,
-            "event_kind": "reclaimed",
-            "error": error,
-            "failures": task.consecutive_failures,
-            "record_error": False,
-            "trip": False,
-            "event_payload": {"reason": reason, "prev_lock": task.claim_lock},
-            "metadata": {"reason": reason},
-        },
-    )
 
 
 def _past_grace(task: RunningTask, s: AutoHealSettings, now: float) -> bool:
@@ -215,7 +58,7 @@ def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list
     for task in snap.running:
         if not task.claimed:
             if _past_grace(task, s, now):
-                actions.append(_reclaim(task, "no_claim", snap, now))
+                actions.append(reclaim_action(task, "no_claim", snap, now))
             continue
         lock = task.claim_lock or ""  # claimed: never empty
         is_local = local.get(lock)
@@ -230,10 +73,10 @@ def _reap_decisions(snap: HealSnapshot, s: AutoHealSettings, now: float) -> list
         if not _past_grace(task, s, now):
             continue
         if task.worker_pid is None:
-            actions.append(_reclaim(task, "no_pid", snap, now))
+            actions.append(reclaim_action(task, "no_pid", snap, now))
             continue
         if obs is not None:
-            reaps.append(_reap(task, obs, snap, s, now))
+            reaps.append(reap_action(task, obs, snap, s, now))
     if reaps and len(reaps) >= s.guard_min_tasks and len(reaps) > s.guard_max_share * host_local:
         why = (
             f"{GUARD}: {len(reaps)} of {host_local} host-local running tasks look dead "

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from watchers.autoheal import WATCHER
 from watchers.autoheal.decide import quiet_until
 from watchers.autoheal.rules import classifier_for
 from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY, STATE_CHANGE_KINDS
+from watchers.hermes.provider_errors import provider_error_line
+from watchers.hermes.worker_log import worker_log_tail
 from watchers.model import (
     DEAD_VERDICTS,
     FAILURE_OUTCOMES,
@@ -80,11 +83,13 @@ class BoardObserver:
             settings.spawn_slack_seconds,
             board_scope(WATCHER, store.path),
         )
-        streaks = {
-            task_id: store.protocol_violation_streak(task_id)
+        clean_exits = [
+            task_id
             for task_id, obs in observations.items()
             if obs.verdict is Verdict.ZOMBIE and obs.exit_code == 0
-        }
+        ]
+        streaks = {task_id: store.protocol_violation_streak(task_id) for task_id in clean_exits}
+        provider_errors = self._provider_errors(store.path, running, clean_exits)
         gave_up = self._gave_up(store, settings, now)
         # The lane matters only to what may be released now: dead workers, running rows
         # without a claim or a PID, and give-ups (read with their history, below).
@@ -105,9 +110,27 @@ class BoardObserver:
                 gave_up=gave_up,
                 violation_streaks=streaks,
                 lanes=lanes,
+                provider_errors=provider_errors,
             ),
             skipped,
         )
+
+    @staticmethod
+    def _provider_errors(
+        board: Path, running: list[RunningTask], clean_exits: list[str]
+    ) -> dict[str, tuple[str, str]]:
+        """What the last output of each cleanly exited worker says about its provider: a
+        worker that gives up after a 429 or a 401 may still exit 0 (Hermes then books a
+        protocol violation and, after three, gives the task up)."""
+        if not clean_exits:
+            return {}
+        started = {t.task_id: t.attempt_started_at for t in running}
+        out: dict[str, tuple[str, str]] = {}
+        for task_id in clean_exits:
+            found = provider_error_line(worker_log_tail(board, task_id, started.get(task_id)))
+            if found is not None:
+                out[task_id] = (found[0].value, found[1])
+        return out
 
     def _unknown_statuses(self, store: BoardStore) -> list[SkippedRow]:
         """Tasks in a status no Hermes release writes: reported once each, never touched."""

@@ -24,13 +24,26 @@ from watchers.distress.signals import Signal, classify_text, retry_after_seconds
 from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY, STATE_KINDS_NEWER
 from watchers.hermes.profiles import ProfileReader, ProviderMap, hermes_root
+from watchers.hermes.provider_errors import provider_error_line
+from watchers.hermes.worker_log import worker_log_tail
 from watchers.hermes.workspace import workspace_state
 from watchers.model import SkippedRow, Verdict
 from watchers.probe import Probe, WorkerRef, board_scope
 from watchers.settings import Settings
 from watchers.store.board import AUTHOR, ESCALATED, BoardStore, EventRow, TaskDetail
 
-SIGNAL_KINDS = ("rate_limited", "crashed", "timed_out", "spawn_failed", "gave_up", "blocked")
+SIGNAL_KINDS = (
+    "rate_limited",
+    "crashed",
+    "timed_out",
+    "spawn_failed",
+    "gave_up",
+    "blocked",
+    "protocol_violation",  # exit 0 without a terminal call: maybe right after a 429 or a 401
+)
+LOG_WRITTEN_BEFORE_SECONDS = 900.0
+"""A worker's log counts for a clean exit Hermes booked when it was written this long
+before the booking at most (Hermes notices an exit at its next pass, a minute or so)."""
 FOLLOWED_KINDS = (*SIGNAL_KINDS, "completed", "assigned", ESCALATED, *STATE_KINDS_NEWER)
 OPEN_STATUSES = frozenset({"ready", "todo", "blocked", "triage", "scheduled", "review"})
 PROBE_SCOPE = "distress"
@@ -53,6 +66,15 @@ class _Memory:
     completed_at: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, tuple[int, dict[str, object], int]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
+
+
+def _clean_exit(ev: EventRow, last_error: str) -> bool:
+    """A run Hermes closed because its worker exited 0 without a terminal call."""
+    return (
+        ev.kind == "protocol_violation"
+        or bool(ev.payload.get("protocol_violation"))
+        or "protocol violation" in (ev.run_error or last_error)
+    )
 
 
 class DistressObserver:
@@ -142,6 +164,15 @@ class DistressObserver:
             signal = classify_text(found[1])
             if signal is not None:
                 self._signal(ev, signal, found[1])
+            elif _clean_exit(ev, found[1]):
+                # Hermes booked an exit 0 as a protocol violation: the worker's own last
+                # words may name the provider error it gave up on
+                tail = worker_log_tail(
+                    store.path, task_id, ev.created_at - LOG_WRITTEN_BEFORE_SECONDS
+                )
+                said = provider_error_line(tail)
+                if said is not None:
+                    self._signal(ev, said[0], f"worker exited 0 after: {said[1]}")
 
     def _source(
         self, store: BoardStore, d: TaskDetail, s: Settings, key: tuple[str, int]

@@ -1,63 +1,8 @@
-"""What a failed attempt's text says about the provider. Pure."""
+"""The distress watcher's signals: what a failed attempt's text says about the provider
+(the classification itself is shared Hermes knowledge, `watchers.hermes.provider_errors`)."""
 
 from __future__ import annotations
 
-import re
-from enum import StrEnum
+from watchers.hermes.provider_errors import Signal, classify_text, retry_after_seconds
 
-
-class Signal(StrEnum):
-    RATE_LIMITED = "rate_limited"
-    CREDENTIAL = "credential_failure"
-
-
-_RATE = re.compile(
-    r"\b429\b|too many requests|rate[- _]?limit|\bquota\b|overloaded|retry[- _]after"
-    r"|\b503\b[^\n]{0,80}overload|overload[^\n]{0,80}\b503\b|quota wall|exited rate-limited",
-    re.IGNORECASE,
-)
-_CREDENTIAL = re.compile(
-    r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|invalid[^\n]{0,20}(?:api[- _]?)?key"
-    r"|(?:api[- _]?)?key[^\n]{0,20}(?:invalid|revoked|expired)|revoked|authentication failed"
-    r"|billing|payment required|\b402\b|insufficient[_ ]credit",
-    re.IGNORECASE,
-)
-_RETRY_AFTER = re.compile(
-    r"retry[- _]?after\D{0,12}?(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|sec|seconds?|m|min|minutes?|h|hours?)?",
-    re.IGNORECASE,
-)
-
-
-def classify_text(text: str | None, outcome: str | None = None) -> Signal | None:
-    """A rate-limit run outcome, or the text of an error, names the signal; credentials
-    first (a 401 mentioning a quota is still a key problem)."""
-    if outcome == "rate_limited":
-        return Signal.RATE_LIMITED
-    if not text:
-        return None
-    if _CREDENTIAL.search(text):
-        return Signal.CREDENTIAL
-    if _RATE.search(text):
-        return Signal.RATE_LIMITED
-    return None
-
-
-def _seconds_per(unit: str) -> float:
-    u = unit.lower()
-    if u in ("ms", "millisecond", "milliseconds"):
-        return 0.001
-    if u.startswith("h"):
-        return 3600.0
-    if u.startswith("m"):  # m, min, minute(s)
-        return 60.0
-    return 1.0
-
-
-def retry_after_seconds(text: str | None) -> float | None:
-    """A `retry-after` delay found in the text (seconds unless a unit says otherwise)."""
-    if not text:
-        return None
-    m = _RETRY_AFTER.search(text)
-    if not m:
-        return None
-    return float(m.group(1)) * _seconds_per(m.group(2) or "s")
+__all__ = ["Signal", "classify_text", "retry_after_seconds"]
