@@ -16,17 +16,15 @@ from typing import Any
 from watchers.cards import (
     CardState,
     SourceTask,
-    card_action,
     card_needed,
-    card_owner,
     one_line,
     readable_time,
 )
-from watchers.distress import WATCHER
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
+from watchers.distress.route import distress_card, reassign_action, route_target
 from watchers.distress.signals import Signal
 from watchers.hermes.profiles import ProviderMap, normalize_provider
-from watchers.model import Action, ActionKind
+from watchers.model import Action
 from watchers.settings import DistressSettings
 
 
@@ -93,19 +91,18 @@ def _card(
     since: float,
     card_route: str,
 ) -> Action:
-    return card_action(
-        watcher=WATCHER,
+    return distress_card(
         board=snap.board,
-        source=src,
-        provider=snap.providers.provider_of(src.assignee, src.provider_override),
+        s=s,
+        providers=snap.providers,
+        src=src,
         blocker=blocker,
         needs=needs,
         evidence=evidence,
         reason=reason,
         now=now,
         since=since,
-        assignee=card_owner(card_route, src, s.orchestrator_profile, snap.providers.profiles),
-        priority=s.card_priority,
+        card_route=card_route,
     )
 
 
@@ -124,31 +121,7 @@ def _signal_decisions(
             continue
         src_provider = snap.providers.provider_of(src.assignee, src.provider_override)
         route = snap.providers.route(src.assignee)
-        considered: list[dict[str, Any]] = []
-        target: str | None = None
-        for profile in route:
-            provider = snap.providers.provider_of(profile, src.provider_override)
-            cooling = (
-                provider is not None
-                and table.get(provider) is not None
-                and table[provider].cooling(now)
-            )
-            if case.signal is Signal.RATE_LIMITED:
-                ok = provider is not None and src_provider is not None and provider != src_provider
-                why = (
-                    "unknown provider"
-                    if provider is None or src_provider is None
-                    else ("same provider" if provider == src_provider else "")
-                )
-            else:
-                ok, why = profile != src.assignee, ""
-            if ok and cooling:
-                ok, why = False, "provider cooling"
-            considered.append(
-                {"profile": profile, "provider": provider, "eligible": ok, "why": why or None}
-            )
-            if ok and target is None:
-                target = profile
+        target, considered = route_target(snap.providers, src, case.signal, table, now)
         evidence: dict[str, Any] = {
             "reason_class": blocker,
             "error": one_line(case.text, 300),
@@ -164,31 +137,18 @@ def _signal_decisions(
         }
         budget_left = case.reassignments < s.max_reassignments
         if s.reassign == "auto" and budget_left and target is not None:
-            to_provider = snap.providers.provider_of(target, src.provider_override)
             actions.append(
-                Action(
-                    watcher=WATCHER,
+                reassign_action(
                     board=snap.board,
-                    task_id=src.task_id,
-                    kind=ActionKind.REASSIGN,
+                    s=s,
+                    providers=snap.providers,
+                    src=src,
+                    target=target,
                     reason=blocker,
                     evidence=evidence,
-                    expect={"assignee": src.assignee, "status": src.status},
-                    plan={
-                        "lane": case.lane,
-                        "to": target,
-                        "from": src.assignee,
-                        "from_provider": src_provider,
-                        "to_provider": to_provider,
-                        "comment": (
-                            f"kanban-watchers reassigned this task from {src.assignee} "
-                            f"(provider {src_provider or 'unknown'}) to {target} (provider "
-                            f"{to_provider or 'unknown'}): {blocker.replace('_', ' ')} — "
-                            f"{one_line(case.text, 160)}. Reassignment {case.reassignments + 1} "
-                            f"of at most {s.max_reassignments} this episode. Hermes may still "
-                            "hold the respawn for up to 300 s after a rate-limited attempt."
-                        ),
-                    },
+                    lane=case.lane,
+                    reassignments=case.reassignments,
+                    why=case.text,
                 )
             )
             continue
