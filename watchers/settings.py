@@ -132,6 +132,7 @@ class DistressSettings(_Section):
     reassign: Literal["auto", "orchestrator"] = "auto"
     max_reassignments: int = Field(2, ge=0)
     stuck_after_seconds: float = Field(1200.0, gt=0)
+    parked_seconds: float = Field(3600.0, gt=0)
     card_priority: int = 10
     signal_window_seconds: float = Field(21600.0, gt=0)
     cooldown_window_seconds: float = Field(600.0, gt=0)

@@ -4,7 +4,7 @@ For each task whose latest attempt hit a rate limit or a credential failure (and
 is not running): reassign it to the first eligible fallback profile, or, when no safe
 route exists (or the episode's reassignments are spent, or `reassign = "orchestrator"`),
 write the `[BLOCKED]` card. Stuck workers and auto-heal's escalations get an
-`env_blocker` card. Never a second open card per (task, blocker type).
+`env_blocker` card; tasks Hermes keeps deferring are moved or carded (distress.parked). Never a second open card per (task, blocker type).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from watchers.cards import (
     readable_time,
 )
 from watchers.distress.cooldown import Cooldown, ProviderSignal, cooldowns
+from watchers.distress.parked import ParkedCase, parked_decisions
 from watchers.distress.route import distress_card, reassign_action, route_target
 from watchers.distress.signals import Signal
 from watchers.hermes.profiles import ProviderMap, normalize_provider
@@ -69,6 +70,8 @@ class DistressSnapshot:
     escalations: tuple[EscalationCase, ...] = ()
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
     silent_until: float | None = None  # when the next silent running worker becomes stuck
+    parked: tuple[ParkedCase, ...] = ()  # parked at least `parked_seconds`
+    parked_until: float | None = None  # when the next deferred task will have been parked so long
 
 
 def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: float) -> str:
@@ -277,8 +280,9 @@ def _escalation_decisions(
 
 def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> float | None:
     """When something on this board next becomes decidable without any new event: a
-    silent worker that reaches `stuck_after_seconds`, or a provider cooldown that ends
-    (a held reassignment may go ahead then). None when nothing is waiting."""
+    silent worker that reaches `stuck_after_seconds`, a provider cooldown that ends
+    (a held reassignment may go ahead then), or a deferred task reaching `parked_seconds`.
+    None when nothing is waiting."""
     due = [
         case.since + s.stuck_after_seconds
         for case in snap.stuck
@@ -288,6 +292,8 @@ def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> fl
         due.append(snap.silent_until)
     if snap.signal_cases:
         due.extend(c.until for c in cooldowns(snap.signals, s).values() if c.until > now)
+    if snap.parked_until is not None and snap.parked_until > now:
+        due.append(snap.parked_until)  # a deferred task that will have been parked long enough
     return min(due) if due else None
 
 
@@ -303,5 +309,6 @@ def decide(
     return (
         _signal_decisions(snapshot, settings, table, now, route)
         + _stuck_decisions(snapshot, settings, now, route)
+        + parked_decisions(snapshot, settings, table, now, route)
         + _escalation_decisions(snapshot, settings, now, route)
     )

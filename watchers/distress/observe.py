@@ -20,6 +20,7 @@ from watchers.distress.decide import (
     SignalCase,
     StuckCase,
 )
+from watchers.distress.parked import PARKING_KINDS, Episode, ParkedCase, follow_deferrals
 from watchers.distress.signals import Signal, classify_text, retry_after_seconds
 from watchers.hermes.claims import attempt_age, is_host_local
 from watchers.hermes.events import READY, STATE_KINDS_NEWER
@@ -44,8 +45,18 @@ SIGNAL_KINDS = (
 LOG_WRITTEN_BEFORE_SECONDS = 900.0
 """A worker's log counts for a clean exit Hermes booked when it was written this long
 before the booking at most (Hermes notices an exit at its next pass, a minute or so)."""
-FOLLOWED_KINDS = (*SIGNAL_KINDS, "completed", "assigned", ESCALATED, *STATE_KINDS_NEWER)
+FOLLOWED_KINDS = (
+    *SIGNAL_KINDS,
+    "completed",
+    "assigned",
+    "archived",
+    "unblocked",
+    ESCALATED,
+    *PARKING_KINDS,
+    *STATE_KINDS_NEWER,
+)
 OPEN_STATUSES = frozenset({"ready", "todo", "blocked", "triage", "scheduled", "review"})
+PARKABLE_STATUSES = frozenset({"ready", "todo", "scheduled", "review"})
 PROBE_SCOPE = "distress"
 
 
@@ -66,6 +77,7 @@ class _Memory:
     completed_at: dict[str, int] = field(default_factory=dict)
     escalated: dict[str, tuple[int, dict[str, object], int]] = field(default_factory=dict)
     rate_signals: list[tuple[str | None, str, int, float | None]] = field(default_factory=list)
+    parked: dict[str, Episode] = field(default_factory=dict)  # deferrals since progress
 
 
 def _clean_exit(ev: EventRow, last_error: str) -> bool:
@@ -102,6 +114,9 @@ class DistressObserver:
 
     def _remember(self, ev: EventRow) -> None:
         m = self.memory
+        follow_deferrals(m.parked, ev)
+        if ev.kind in PARKING_KINDS or ev.kind in ("archived", "unblocked"):
+            return
         if ev.kind == "completed":
             m.completed_at[ev.task_id] = ev.created_at
             m.latest.pop(ev.task_id, None)
@@ -257,7 +272,17 @@ class DistressObserver:
             ),
             default=None,
         )
-        wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates)})
+        parked_due: dict[str, Episode] = {}
+        parked_until: float | None = None
+        for tid, episode in m.parked.items():
+            if episode.count < 2:
+                continue  # one deferral is a pause, not a pattern
+            due_at = episode.first_at + s.distress.parked_seconds
+            if due_at > now:
+                parked_until = due_at if parked_until is None else min(parked_until, due_at)
+            else:
+                parked_due[tid] = episode
+        wanted = sorted({*pending, *escalated, *(t.task_id for t in stuck_candidates), *parked_due})
         details = store.task_details(wanted) if wanted else {}
 
         blocked = [t for t in pending if (d := details.get(t)) and d.status == "blocked"]
@@ -333,6 +358,25 @@ class DistressObserver:
                 )
             )
 
+        parked = []
+        for tid, episode in parked_due.items():
+            d = details.get(tid)
+            if d is None or d.status not in PARKABLE_STATUSES:
+                continue  # running now, blocked or closed: not parked by Hermes at this moment
+            since_completion = m.completed_at.get(tid, 0)
+            reassigned = [t for t in m.reassigned_at.get(tid, []) if t > since_completion]
+            parked.append(
+                ParkedCase(
+                    source=self._source(store, d, s, (tid, episode.first_at)),
+                    since=float(episode.first_at),
+                    count=episode.count,
+                    reasons=dict(episode.reasons),
+                    recent=tuple(episode.recent),
+                    reassignments=len(reassigned),
+                    lane=d.status if d.status in ("ready", "review") else READY,
+                )
+            )
+
         signals = self._signals(m, providers)
         snapshot = DistressSnapshot(
             board=store.slug,
@@ -343,5 +387,7 @@ class DistressObserver:
             silent_until=silent_until,
             escalations=tuple(escalations),
             cards=cards,
+            parked=tuple(parked),
+            parked_until=parked_until,
         )
         return snapshot, skipped
