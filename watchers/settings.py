@@ -151,6 +151,7 @@ class ProfileSettings(_Section):
     time_budget_seconds: float | None = Field(None, gt=0)
     iteration_budget: int | None = Field(None, gt=0)
     attempt_budget: int | None = Field(None, gt=0)
+    no_progress_seconds: float | None = Field(None, gt=0)
 
 
 class BudgetSettings(_Section):
@@ -160,6 +161,7 @@ class BudgetSettings(_Section):
     time_budget_seconds: float | None = Field(7200.0, gt=0)
     iteration_budget: int | None = Field(None, gt=0)
     attempt_budget: int | None = Field(5, gt=0)
+    no_progress_seconds: float | None = Field(1800.0, gt=0)
     warn_fraction: float = Field(0.8, gt=0, lt=1)
     repeat_threshold: int = Field(3, ge=2)
     block_recurrence_limit: int = Field(2, ge=1)

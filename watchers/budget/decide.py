@@ -21,6 +21,7 @@ from typing import Any
 from watchers.budget import WATCHER
 from watchers.budget.budgets import Budgets
 from watchers.budget.fingerprint import FAILURE_TEXT_KEPT
+from watchers.budget.progress import Stall
 from watchers.cards import (
     CardState,
     SourceTask,
@@ -28,6 +29,7 @@ from watchers.cards import (
     card_needed,
     card_owner,
     one_line,
+    readable_time,
 )
 from watchers.model import Action, ActionKind
 from watchers.settings import Settings
@@ -61,6 +63,8 @@ class BudgetTask:
     block_recurrences: int
     last_block_at: float | None
     warned: frozenset[tuple[int, str]] = frozenset()  # (run id, budget) already warned
+    stall: Stall | None = None  # the running attempt shows no progress (budget.progress)
+    stall_limit: tuple[float, str] | None = None  # no_progress_seconds and where it came from
     last_attempt_event: int | None = None
     last_reset_event: int | None = None
     heartbeat_event: int | None = None  # the running attempt's latest heartbeat
@@ -74,11 +78,12 @@ class BudgetSnapshot:
     tasks: tuple[BudgetTask, ...]
     cards: Mapping[tuple[str, str], CardState] = field(default_factory=dict)
     profiles: frozenset[str] = frozenset()  # Hermes profiles known here (cards.route)
+    progress_until: float | None = None  # when the next attempt reaches no_progress_seconds
 
 
 @dataclass(frozen=True, slots=True)
 class Overrun:
-    reason: str  # time_budget | iteration_budget | attempt_budget | repeated_failure | needs_human
+    reason: str  # time_budget | iteration_budget | attempt_budget | repeated_failure | needs_human | no_progress
     since: float  # when it began (a resolved card after this answers it)
     evidence: dict[str, Any]
     event: int | None = None  # the event that brought it about, when there is one
@@ -142,6 +147,24 @@ def over_budget(t: BudgetTask, s: Settings, now: float) -> list[Overrun]:
                 t.attempt_started_at or now,
                 _consumed("iterations", t.heartbeats, b.iterations.value, b.iterations.source),
                 t.heartbeat_event,
+            )
+        )
+    if t.running and t.stall is not None and t.stall_limit is not None:
+        st = t.stall
+        out.append(
+            Overrun(
+                "no_progress",
+                t.attempt_started_at or st.since,  # one card per attempt
+                {
+                    "watched": list(st.watched),
+                    "no_progress_seconds": round(now - st.since),
+                    "since": readable_time(st.since),
+                    "last_progress": st.last_progress,
+                    "heartbeats_meanwhile": st.beats,
+                    "workspace": st.workspace,
+                    "limit": t.stall_limit[0],
+                    "source": t.stall_limit[1],
+                },
             )
         )
     if b.attempts and t.attempts >= b.attempts.value:
@@ -210,11 +233,19 @@ def _warnings(t: BudgetTask, s: Settings, now: float, board: str) -> list[Action
 
 
 def _split_needs(t: BudgetTask, over: Overrun, human: bool) -> str:
-    head = (
-        "human review: this task keeps coming back; decide whether it is still worth doing, and how"
-        if human
-        else f"split {t.source.task_id} into narrower tasks ({over.reason.replace('_', ' ')})"
-    )
+    if human:
+        head = "human review: this task keeps coming back; decide whether it is still worth doing, and how"
+    elif over.reason == "no_progress":
+        e = over.evidence
+        head = (
+            f"the worker of {t.source.task_id} looks like it is looping: alive and heartbeating "
+            f"({e['heartbeats_meanwhile']} beats) but no progress for "
+            f"{e['no_progress_seconds'] / 60:.0f} min (watched: {', '.join(e['watched'])}; last "
+            f"progress: {e['last_progress']}). Split it into narrower tasks, or give it a "
+            "smaller goal; the worker was not touched"
+        )
+    else:
+        head = f"split {t.source.task_id} into narrower tasks ({over.reason.replace('_', ' ')})"
     parts = [head]
     if t.scope_lines:
         parts.append(
@@ -242,6 +273,8 @@ def next_deadline(snapshot: BudgetSnapshot, s: Settings, now: float) -> float | 
         ):
             if at > now and (warned is None or warned not in t.warned):
                 due.append(at)
+    if snapshot.progress_until is not None and snapshot.progress_until > now:
+        due.append(snapshot.progress_until)  # an attempt reaching no_progress_seconds
     return min(due) if due else None
 
 

@@ -1,13 +1,15 @@
-"""What the budget watcher remembers of each open task between passes."""
+"""What the budget watcher remembers of each open task between passes, and what it
+reads once from a task's body (the bullet lines a split could follow)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from watchers.budget.budgets import BodyBudgets, Budgets, parse_body
 from watchers.budget.decide import Failure
 from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
-from watchers.cards import one_line
+from watchers.cards import one_line, scope_exclusions
 from watchers.store.board import BudgetRow
 
 
@@ -77,3 +79,18 @@ class Memo:
 
 def failure(text: str, at: float, event_id: int | None = None) -> Failure:
     return Failure(fingerprint(text), one_line(text, FAILURE_TEXT_KEPT), at, event_id)
+
+
+_SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)
+_BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
+
+
+def scope_lines(body: str) -> tuple[str, ...]:
+    """Bulleted or numbered lines of a task body: the pieces a split could follow."""
+    out = []
+    for m in _SCOPE_BULLET.finditer(body or ""):
+        line = m.group(1)
+        if _BUDGET_LINE.search(line) or line in scope_exclusions(m.group(0)):
+            continue
+        out.append(line)
+    return tuple(out[:8])

@@ -10,16 +10,17 @@ the event log from there, and heartbeats are counted per attempt as they arrive.
 from __future__ import annotations
 
 import gc
-import re
+from collections.abc import Callable
 from dataclasses import replace
 
 from watchers.budget.budgets import BodyBudgets, Budgets, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, over_budget, unanswered
-from watchers.budget.memo import Memo, Row, failure
-from watchers.cards import CardIndex, SourceTask, scope_exclusions
+from watchers.budget.memo import Memo, Row, failure, scope_lines
+from watchers.budget.progress import WORK_KINDS, ProgressTracker, Stall, no_progress_limit
+from watchers.cards import CardIndex, SourceTask
 from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
 from watchers.hermes.profiles import ProfileReader, hermes_root
-from watchers.hermes.workspace import touched_files, workspace_state
+from watchers.hermes.workspace import touched_files, workspace_fingerprint, workspace_state
 from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
 from watchers.process import trim_heap
 from watchers.settings import Settings
@@ -49,21 +50,9 @@ FOLLOWED = (
     BUDGET_WARNING,
     BUDGET_MALFORMED,
     *STATE_KINDS_NEWER,
+    *WORK_KINDS,
 )
 _FAILURE_KINDS = ("crashed", "timed_out", "spawn_failed", "gave_up")
-_SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)
-_BUDGET_LINE = re.compile(r"\bbudget\s*:", re.IGNORECASE)
-
-
-def scope_lines(body: str) -> tuple[str, ...]:
-    """Bulleted or numbered lines of a task body: the pieces a split could follow."""
-    out = []
-    for m in _SCOPE_BULLET.finditer(body or ""):
-        line = m.group(1)
-        if _BUDGET_LINE.search(line) or line in scope_exclusions(m.group(0)):
-            continue
-        out.append(line)
-    return tuple(out[:8])
 
 
 class BudgetObserver:
@@ -80,6 +69,7 @@ class BudgetObserver:
         self.touched: set[str] = set()  # to weigh again
         self.pending: set[str] = set()  # an overrun or a problem not answered yet
         self.cards = CardIndex()
+        self.progress = ProgressTracker()
         self.reader: ProfileReader | None = None
         self._settings: tuple[object, object] | None = None
 
@@ -152,6 +142,9 @@ class BudgetObserver:
         trim_heap()
 
     def _apply(self, ev: EventRow, *, counting_attempts: bool = True) -> None:
+        self.progress.event(ev)
+        if ev.kind in WORK_KINDS:
+            return
         if ev.kind == "heartbeat":
             if ev.run_id is not None:
                 self.heartbeats[ev.run_id] = self.heartbeats.get(ev.run_id, 0) + 1
@@ -225,6 +218,7 @@ class BudgetObserver:
         self, store: BoardStore, s: Settings, now: float
     ) -> tuple[BudgetSnapshot, list[SkippedRow]]:
         running, skipped = store.running_tasks()
+        self.progress.sync(running, now)
         if self.cursor is None:
             self._load(store, running)
         else:
@@ -259,7 +253,8 @@ class BudgetObserver:
                 r: e for r, e in self.heartbeat_events.items() if r in live_runs
             }
 
-        weigh = (self.touched | self.pending) & self.memos.keys()
+        stalls = self._stalls(store, s, now)
+        weigh = (self.touched | self.pending | stalls.keys()) & self.memos.keys()
         by_running: dict[str, RunningTask] = {}
         for t in running:
             memo = self.memos.get(t.task_id)
@@ -280,6 +275,11 @@ class BudgetObserver:
                 else ()
             )
             weighed = self._task(task_id, memo, run, problems, s)
+            if run is not None and task_id in stalls:
+                assignee = memo.row.assignee if memo.row else None
+                weighed = replace(
+                    weighed, stall=stalls[task_id], stall_limit=no_progress_limit(assignee, s)
+                )
             if unanswered(over_budget(weighed, s, now), cards, task_id) is not None:
                 enrich.append(len(tasks))
                 self.pending.add(task_id)
@@ -294,9 +294,40 @@ class BudgetObserver:
             tasks = self._enrich(store, s, tasks, enrich)
             if self.reader is not None:
                 known = frozenset(self.reader.read(s.profiles).profiles)
+        progress_until = self.progress.next_due(self._limit_of(s), now)
         return BudgetSnapshot(
-            board=store.slug, tasks=tuple(tasks), cards=cards, profiles=known
+            board=store.slug,
+            tasks=tuple(tasks),
+            cards=cards,
+            profiles=known,
+            progress_until=progress_until,
         ), skipped
+
+    # -- progress (budget.progress) ----------------------------------------------------
+
+    def _limit_of(self, s: Settings) -> Callable[[str], float | None]:
+        def limit(task_id: str) -> float | None:
+            memo = self.memos.get(task_id)
+            found = no_progress_limit(memo.row.assignee if memo and memo.row else None, s)
+            return found[0] if found else None
+
+        return limit
+
+    def _stalls(self, store: BoardStore, s: Settings, now: float) -> dict[str, Stall]:
+        """Running attempts with no sign of progress for their limit; the workspaces of
+        new attempts are read here once, as a baseline."""
+        timeout = s.budget.git_timeout_seconds
+
+        def fingerprint(path: str | None) -> tuple[str, str] | None:
+            return workspace_fingerprint(path, timeout)
+
+        new = self.progress.needing_baseline()
+        if new:
+            details = store.task_details(new)
+            self.progress.baseline(
+                {t: (d.workspace if (d := details.get(t)) else None) for t in new}, fingerprint
+            )
+        return self.progress.stalls(self._limit_of(s), fingerprint, now)
 
     def _near(self, t: RunningTask, memo: Memo, s: Settings, now: float) -> bool:
         """Is the running attempt at or past a warning threshold of its budgets?"""

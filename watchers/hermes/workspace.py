@@ -13,6 +13,7 @@ own that is killed whole when it runs out of time, and with its output bounded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import selectors
@@ -263,3 +264,34 @@ def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
         return ()
     files = [line.split("|")[0].strip() for line in stat.splitlines() if "|" in line]
     return tuple(f[:200] for f in files[:10])
+
+
+def workspace_fingerprint(path: str | None, timeout: float) -> tuple[str, str] | None:
+    """What a worker's progress in its workspace looks like from outside: a digest of git
+    HEAD, the working tree's `diff --stat` against it and the untracked files, with a
+    one-line summary; None when the workspace is not a git repository (or git failed)."""
+    if not _usable(path):
+        return None
+    assert path is not None
+    git = Git(path, timeout)
+    head = git.run("rev-parse", "--verify", "-q", "HEAD", limit=128)
+    if head is None:
+        return None
+    stat = git.run(
+        "diff",
+        "--stat=200",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--ignore-submodules=all",
+        "HEAD",
+        "--",
+    )
+    untracked = git.run("ls-files", "--others", "--exclude-standard", "-z")
+    if stat is None or untracked is None:
+        return None
+    digest = hashlib.sha256("\0".join((head, stat, untracked)).encode()).hexdigest()[:16]
+    changed = stat.strip().splitlines()[-1].strip() if stat.strip() else "no changes"
+    files = [f for f in untracked.split("\0") if f]
+    summary = f"HEAD {head.strip()[:12]}; {changed}; {len(files)} untracked"
+    return digest, summary
