@@ -166,6 +166,13 @@ class BudgetSettings(_Section):
     git_timeout_seconds: float = Field(2.0, gt=0)
 
 
+class DispatcherSettings(_Section):
+    enabled: bool = True
+    interval_seconds: float = Field(60.0, gt=0)
+    jitter_seconds: float = Field(3.0, ge=0)
+    stall_seconds: float = Field(600.0, gt=0)
+
+
 class StoreSettings(_Section):
     busy_timeout_seconds: float = Field(2.0, ge=0)
 
@@ -255,6 +262,7 @@ class Settings(BaseSettings):
     auto_heal: AutoHealSettings = AutoHealSettings()
     distress: DistressSettings = DistressSettings()
     budget: BudgetSettings = BudgetSettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()
