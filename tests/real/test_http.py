@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,6 +44,8 @@ CONTRACT = (
     "watchers_provider_cooldown_until_timestamp_seconds",
     "watchers_guard_trips_total",
     "watchers_build_info",
+    "watchers_dispatcher_last_claim_timestamp_seconds",
+    "watchers_ready_oldest_age_seconds",
 )
 
 
@@ -171,6 +174,9 @@ def test_every_contract_metric_exists_at_zero_and_readyz_waits_for_the_first_rou
         == 0
     )
     assert value(parsed, "watchers_guard_trips_total", board="default") == 0
+    never = value(parsed, "watchers_dispatcher_last_claim_timestamp_seconds", board="default")
+    assert never is not None and math.isnan(never)  # no claim ever on this board
+    assert value(parsed, "watchers_ready_oldest_age_seconds", board="default") == 0
     [info] = [k for k in parsed if k[0] == "watchers_build_info"]
     assert dict(info[1])["version"]
     allowed = {"watcher", "action", "outcome", "board", "status", "verdict", "blocker_type"}
