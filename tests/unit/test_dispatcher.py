@@ -19,7 +19,9 @@ from watchers.hermes.dispatching import (
     DispatchRules,
     parse_kanban_config,
 )
-from watchers.settings import DispatcherSettings
+from watchers.passes import enabled_watchers, first_tick_offsets
+from watchers.probe import StaticProbe
+from watchers.settings import DispatcherSettings, Settings
 
 NOW = 1_800_000_000.0
 S = DispatcherSettings()  # stall_seconds = 600
@@ -212,3 +214,14 @@ def test_only_flock_and_posix_holders_of_that_very_file_count():
     assert holders(entries, os.makedev(0xFE, 1), 524291) == [812]
     assert holders(entries, os.makedev(0x103, 0x0A), 77) == [0]  # another PID namespace
     assert holders(entries, os.makedev(8, 1), 1048577) == []
+
+
+def test_the_check_runs_by_default_and_its_first_pass_takes_no_place_in_the_stagger():
+    """auto-heal at 0 s, distress 2 s, budget 4 s as before; the dispatcher check at 1 s."""
+    offsets = first_tick_offsets(enabled_watchers(Settings(), StaticProbe()))
+    assert [(w.name, o) for w, o in offsets] == [
+        ("auto-heal", 0.0),
+        ("distress", 2.0),
+        ("budget", 4.0),
+        ("dispatcher", 1.0),
+    ]
