@@ -64,6 +64,15 @@ class DispatchReads(Connection):
             "SELECT id, assignee, created_at FROM tasks "
             "WHERE status = 'ready' AND claim_lock IS NULL"
         ):
+            tid, assignee, created = row
+            if (
+                type(tid) is str  # `type is`: excludes _Undecodable
+                and tid
+                and (assignee is None or type(assignee) is str)
+                and type(created) is int
+            ):
+                out.append(ReadyRow(tid, assignee, created))  # the common case, unchecked
+                continue
             try:
                 task_id = _task_id(row)
             except _Malformed as exc:
