@@ -150,6 +150,7 @@ def test_a_time_budgets_lines_are_deadlines_the_budget_pass_wakes_for(
         str(board),
         WATCHERS_AUTO_HEAL__ENABLED="false",
         WATCHERS_DISTRESS__ENABLED="false",
+        WATCHERS_DISPATCHER__ENABLED="false",
         WATCHERS_BUDGET__INTERVAL_SECONDS=NEVER,
     )
     assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
@@ -172,6 +173,7 @@ def test_a_silent_worker_becomes_stuck_on_time_without_a_periodic_pass(
         str(board),
         WATCHERS_AUTO_HEAL__ENABLED="false",
         WATCHERS_BUDGET__ENABLED="false",
+        WATCHERS_DISPATCHER__ENABLED="false",
         WATCHERS_DISTRESS__INTERVAL_SECONDS=NEVER,
         WATCHERS_DISTRESS__STUCK_AFTER_SECONDS="8",
     )
