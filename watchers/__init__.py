@@ -7,8 +7,8 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+local"
 
-WATCHER_NAMES = ("auto-heal", "distress", "budget")
+WATCHER_NAMES = ("auto-heal", "distress", "budget", "dispatcher")
 """Every watcher name the daemon knows; the CLI contract refers to these."""
 
-AVAILABLE_WATCHERS = ("auto-heal", "distress", "budget")
+AVAILABLE_WATCHERS = ("auto-heal", "distress", "budget", "dispatcher")
 """The watchers this release can run."""

@@ -20,6 +20,8 @@ def interval_of(settings: Settings, watcher: str) -> tuple[float, float]:
         return settings.distress.interval_seconds, settings.distress.jitter_seconds
     if watcher == "budget":
         return settings.budget.interval_seconds, settings.budget.jitter_seconds
+    if watcher == "dispatcher":
+        return settings.dispatcher.interval_seconds, settings.dispatcher.jitter_seconds
     raise KeyError(watcher)
 
 

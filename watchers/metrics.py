@@ -2,7 +2,8 @@
 
 Counters and the tick histogram are fed by a daemon listener from each TickReport.
 What the boards look like (tasks by status, running workers by verdict, open distress
-cards, provider cooldowns) and the last-success timestamps are computed at scrape time
+cards, provider cooldowns, the dispatcher's last claim and the oldest dispatchable ready
+task) and the last-success timestamps are computed at scrape time
 by a custom collector. A scrape never writes: it reads each board through a read-only
 connection with a short busy timeout, reuses a per-board snapshot for a few seconds,
 and when a board is locked it reports the last snapshot it has (or zeros).
@@ -14,6 +15,7 @@ created at 0 so each series exists before anything happens.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,9 +30,12 @@ from prometheus_client.registry import Collector
 
 from watchers import WATCHER_NAMES, __version__
 from watchers.cards import BLOCKER_TYPES, CardIndex
+from watchers.dispatcher.observe import DispatchState, observe
 from watchers.distress.cooldown import Cooldown
 from watchers.distress.watcher import Distress
 from watchers.errors import StoreBusy, WatchersError
+from watchers.hermes.dispatching import DispatchRulesReader
+from watchers.hermes.profiles import hermes_root
 from watchers.model import ActionKind, Result, TaskStatus, TickReport
 from watchers.probe import ProcessProbe
 from watchers.settings import Settings
@@ -88,6 +93,7 @@ class BoardSnapshot:
     cards: dict[str, int] = field(default_factory=dict)
     providers: dict[str, Cooldown | None] = field(default_factory=dict)
     taken: float = 0.0  # monotonic
+    dispatch: DispatchState | None = None
 
 
 READ_ERRORS = ("busy", "unusable", "unexpected")
@@ -122,6 +128,7 @@ class BoardCollector(Collector):
         self._lock = threading.Lock()
         self._probe: ProcessProbe | None = None
         self._readers: dict[Path, _BoardReader] = {}
+        self._rules: DispatchRulesReader | None = None
         self.errors: dict[str, str | None] = {}  # board slug -> why its last read failed
 
     def close(self) -> None:
@@ -198,9 +205,20 @@ class BoardCollector(Collector):
                 blocker = card.blocker if card.blocker in BLOCKER_TYPES else OTHER_BLOCKER
                 cards[blocker] = cards.get(blocker, 0) + 1
             providers = reader.distress.provider_states(store, settings, now)
+            # The dispatcher's gauges come from the scrape's own read, not from the check's
+            # last pass: they exist with the check disabled, and they are as fresh as the
+            # other board gauges. The read is a few index seeks (the newest runs, ready and
+            # running tasks by status, at most a few hundred tasks' newest event).
+            dispatch, _ = observe(store, self._dispatch_rules(settings).read())
         finally:
             store.close()
-        return BoardSnapshot(counts, workers, cards, providers, time.monotonic())
+        return BoardSnapshot(counts, workers, cards, providers, time.monotonic(), dispatch)
+
+    def _dispatch_rules(self, settings: Settings) -> DispatchRulesReader:
+        root = hermes_root(settings.distress.hermes_home)
+        if self._rules is None or self._rules.root != root:
+            self._rules = DispatchRulesReader(root)
+        return self._rules
 
     # -- the families ----------------------------------------------------------------
 
@@ -246,6 +264,27 @@ class BoardCollector(Collector):
         yield tasks
         yield workers
         yield cards
+
+        last_claim = GaugeMetricFamily(
+            "watchers_dispatcher_last_claim_timestamp_seconds",
+            "When Hermes's dispatcher last claimed a task on each board (NaN: never).",
+            labels=["board"],
+        )
+        oldest = GaugeMetricFamily(
+            "watchers_ready_oldest_age_seconds",
+            "How long the longest-waiting dispatchable ready task on each board has waited "
+            "(0: none waits).",
+            labels=["board"],
+        )
+        for board, snap in sorted(snapshots.items()):
+            d = snap.dispatch
+            if d is None:
+                continue
+            claimed = math.nan if d.last_claim_at is None else float(d.last_claim_at)
+            last_claim.add_metric([board], claimed)
+            oldest.add_metric([board], d.oldest_age(now))
+        yield last_claim
+        yield oldest
 
         errors = GaugeMetricFamily(
             "watchers_board_read_error",

@@ -30,6 +30,7 @@ from watchers.boards import unique_slugs
 from watchers.budget.watcher import Budget
 from watchers.changes import Version, board_version
 from watchers.clock import Clock
+from watchers.dispatcher.watcher import Dispatcher
 from watchers.distress.watcher import Distress
 from watchers.errors import BoardError, StoreBusy
 from watchers.health import interval_of
@@ -43,6 +44,9 @@ from watchers.store.board import BoardStore, board_slug
 log = structlog.get_logger("watchers.daemon")  # the daemon's own lines, as they always were
 
 FIRST_TICK_STAGGER_SECONDS = 2.0
+LIGHT_FIRST_TICK_SECONDS = 1.0
+"""The dispatcher check's first pass (a few index reads, no history) goes between the
+others' without taking a place in their stagger."""
 FULL_PASS_SECONDS = 600.0
 """An unchanged board is still read in full this often (or every interval, when that is
 longer): a safety net for a change no version test and no event reported."""
@@ -73,9 +77,27 @@ def enabled_watchers(settings: Settings, probe: Probe, only: str | None = None) 
         watchers.append(Distress(probe))
     if settings.budget.enabled or only == Budget.name:
         watchers.append(Budget(probe))
+    if settings.dispatcher.enabled or only == Dispatcher.name:
+        watchers.append(Dispatcher(probe))
     if only is not None:
         watchers = [w for w in watchers if w.name == only]
     return watchers
+
+
+def first_tick_offsets(watchers: list[Watcher]) -> list[tuple[Watcher, float]]:
+    """Each watcher's first pass, in seconds from the start. First passes read the most
+    (history, every open task): they are staggered so their peaks do not add up;
+    auto-heal, the urgent one, goes first. The dispatcher check reads little and takes no
+    place in the stagger."""
+    out: list[tuple[Watcher, float]] = []
+    index = 0
+    for watcher in watchers:
+        if isinstance(watcher, Dispatcher):
+            out.append((watcher, LIGHT_FIRST_TICK_SECONDS))
+            continue
+        out.append((watcher, FIRST_TICK_STAGGER_SECONDS * index))
+        index += 1
+    return out
 
 
 def make_scheduler(settings: Settings, jobs: int) -> BackgroundScheduler:
@@ -328,17 +350,13 @@ class Passes:
         now = datetime.now(UTC)
         due: dict[tuple[str, str], float] = {}
         slugs = unique_slugs(paths)
-        for index, watcher in enumerate(watchers):
+        for watcher, offset in first_tick_offsets(watchers):
             interval, jitter = interval_of(settings, watcher.name)
-            # First ticks read the most (history, every open task): stagger them a little
-            # so their peaks do not add up; auto-heal, the urgent one, goes first.
-            first = now + timedelta(seconds=FIRST_TICK_STAGGER_SECONDS * index)
+            first = now + timedelta(seconds=offset)
             for path in paths:
                 key = f"{watcher.name}:{path}"
                 self.jobs[key] = _Job(watcher, path)
-                due[(watcher.name, slugs[path])] = self.clock.now() + (
-                    FIRST_TICK_STAGGER_SECONDS * index
-                )
+                due[(watcher.name, slugs[path])] = self.clock.now() + offset
                 # The board's full pass: first at once, then when the sweep, an exit, a
                 # write or a deadline brings it forward, at the latest at the safety net.
                 # However late the pool gets to it (a thousand boards' first round), it runs.

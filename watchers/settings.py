@@ -176,6 +176,13 @@ class CardsSettings(_Section):
     route: Literal["orchestrator", "creator"] = "orchestrator"
 
 
+class DispatcherSettings(_Section):
+    enabled: bool = True
+    interval_seconds: float = Field(60.0, gt=0)
+    jitter_seconds: float = Field(3.0, ge=0)
+    stall_seconds: float = Field(600.0, gt=0)
+
+
 class StoreSettings(_Section):
     busy_timeout_seconds: float = Field(2.0, ge=0)
 
@@ -266,6 +273,7 @@ class Settings(BaseSettings):
     distress: DistressSettings = DistressSettings()
     budget: BudgetSettings = BudgetSettings()
     cards: CardsSettings = CardsSettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     store: StoreSettings = StoreSettings()
     daemon: DaemonSettings = DaemonSettings()

@@ -6,8 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from watchers.cards import readable_time
+from watchers.dispatcher.decide import stalled
+from watchers.dispatcher.locks import lock_holder
+from watchers.dispatcher.observe import observe
 from watchers.distress.watcher import Distress
 from watchers.hermes.claims import attempt_age, is_host_local
+from watchers.hermes.dispatching import DispatchRulesReader
+from watchers.hermes.profiles import hermes_root
 from watchers.model import KNOWN_STATUSES, Observation, RunningTask, TaskStatus, Verdict
 from watchers.probe import Probe, WorkerRef
 from watchers.settings import Settings
@@ -45,6 +50,30 @@ def worker_verdicts(
         else:
             out[t.task_id] = obs.verdict.value, obs.detail
     return out
+
+
+def dispatcher_status(store: BoardStore, settings: Settings, now: float) -> dict[str, Any]:
+    """Hermes's dispatcher on this board: its last claim, the oldest dispatchable ready
+    task, whether that is a stall, and who holds the dispatch lock."""
+    rules = DispatchRulesReader(hermes_root(settings.distress.hermes_home)).read()
+    state, _ = observe(store, rules)
+    stall = stalled(state, settings.dispatcher, now)
+    holder = lock_holder(store.path)
+    last = state.last_claim_at
+    return {
+        "stalled": stall is not None,
+        "stall_seconds": settings.dispatcher.stall_seconds,
+        "last_claim_at": last,
+        "last_claim_age_seconds": None if last is None else round(max(0.0, now - last), 1),
+        "ready": state.ready,
+        "dispatchable": state.dispatchable,
+        "held_back": dict(sorted(state.held_back.items())),
+        "running": state.running,
+        "oldest_ready_task": state.oldest_task,
+        "oldest_ready_waiting_since": state.oldest_since,
+        "oldest_ready_age_seconds": round(state.oldest_age(now), 1),
+        "dispatch_lock": holder.as_record(),
+    }
 
 
 def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float) -> dict[str, Any]:
@@ -92,6 +121,7 @@ def board_status(store: BoardStore, probe: Probe, settings: Settings, now: float
         "tasks": {s.value: counts.get(s.value, 0) for s in TaskStatus},
         "running": rows,
         "providers": providers,
+        "dispatcher": dispatcher_status(store, settings, now),
         "skipped": [
             {"task_id": r.task_id, "problem": r.problem} for r in (*skipped_counts, *skipped)
         ],
@@ -123,6 +153,24 @@ def render_problem(board: str, path: str, errors: Sequence[str]) -> str:
     lines = [f"board {board}  ({path})"]
     lines += [f"  error: {e}" for e in errors]
     return "\n".join(fit(line) for line in lines)
+
+
+def render_dispatcher(d: dict[str, Any]) -> list[str]:
+    """`dispatcher: last claim 3m ago; oldest ready 12m (4 waiting); STALLED`, and when it
+    is stalled, who holds the dispatch lock."""
+    last = d["last_claim_age_seconds"]
+    line = "  dispatcher: " + (
+        "no claim ever" if last is None else f"last claim {_fmt_age(last)} ago"
+    )
+    if d["dispatchable"]:
+        line += f"; oldest ready {_fmt_age(d['oldest_ready_age_seconds'])} ({d['dispatchable']} waiting)"
+    elif d["ready"]:
+        line += f"; {d['ready']} ready, none dispatchable"
+    else:
+        line += "; nothing ready"
+    if not d["stalled"]:
+        return [line]
+    return [line + "; STALLED", f"  dispatch lock: {d['dispatch_lock']['detail']}"]
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -158,6 +206,7 @@ def render_status(data: dict[str, Any]) -> str:
         else:
             state = "eligible" + ("" if p["episode"] else f" ({p['reason']})")
         lines.append(f"  provider {p['provider']}: {state}")
+    lines += render_dispatcher(data["dispatcher"])
     for s in data["skipped"]:
         lines.append(f"  skipped: {s['task_id'] or '-'}: {s['problem']}")
     return "\n".join(fit(line) for line in lines)

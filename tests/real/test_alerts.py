@@ -37,6 +37,7 @@ ALERTS = (
     "KanbanWatchersProviderCoolingLong",
     "KanbanWatchersDistressCardsPilingUp",
     "KanbanWatchersDeadWorkersNotHealed",
+    "KanbanDispatcherStalled",
 )
 
 

@@ -16,7 +16,7 @@ from tests.real.test_daemon import run_daemon, status, wait_for  # noqa: F401 (f
 from tests.real.test_reflex import NEVER, auto_heal_only, live
 from watchers.changes import ChangeFeed
 
-WATCHERS = ("auto-heal", "distress", "budget")
+WATCHERS = ("auto-heal", "distress", "budget", "dispatcher")
 QUICK = "0.2"  # seconds between passes: many passes in little time
 
 
@@ -48,6 +48,8 @@ def test_an_unchanged_board_is_not_scanned_and_a_write_is_noticed(board, dispatc
         WATCHERS_DISTRESS__JITTER_SECONDS="0",
         WATCHERS_BUDGET__INTERVAL_SECONDS=QUICK,
         WATCHERS_BUDGET__JITTER_SECONDS="0",
+        WATCHERS_DISPATCHER__INTERVAL_SECONDS=QUICK,
+        WATCHERS_DISPATCHER__JITTER_SECONDS="0",
     )
     url = metrics_url(d)
 
@@ -148,6 +150,7 @@ def test_a_time_budgets_lines_are_deadlines_the_budget_pass_wakes_for(
         str(board),
         WATCHERS_AUTO_HEAL__ENABLED="false",
         WATCHERS_DISTRESS__ENABLED="false",
+        WATCHERS_DISPATCHER__ENABLED="false",
         WATCHERS_BUDGET__INTERVAL_SECONDS=NEVER,
     )
     assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
@@ -170,6 +173,7 @@ def test_a_silent_worker_becomes_stuck_on_time_without_a_periodic_pass(
         str(board),
         WATCHERS_AUTO_HEAL__ENABLED="false",
         WATCHERS_BUDGET__ENABLED="false",
+        WATCHERS_DISPATCHER__ENABLED="false",
         WATCHERS_DISTRESS__INTERVAL_SECONDS=NEVER,
         WATCHERS_DISTRESS__STUCK_AFTER_SECONDS="8",
     )
@@ -179,5 +183,32 @@ def test_a_silent_worker_becomes_stuck_on_time_without_a_periodic_pass(
     assert wait_for(lambda: reasons(d) == ["stuck"], 20), reasons(d)
     [action] = [line for line in d.lines() if line.get("event") == "action"]
     assert action["task"] == task
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=10) == 0
+
+
+def test_a_stall_is_told_on_time_without_a_periodic_pass(board, dispatcher, run_daemon):
+    """Dispatcher interval 600 s, stall after 8 s: the first pass finds the task waiting
+    too briefly; the wait's end is a deadline, so the stall is reported then, once."""
+    waiting = dispatcher.create_task("nobody claims me", "alice")
+    d = run_daemon(
+        "--board",
+        str(board),
+        WATCHERS_AUTO_HEAL__ENABLED="false",
+        WATCHERS_DISTRESS__ENABLED="false",
+        WATCHERS_BUDGET__ENABLED="false",
+        WATCHERS_DISPATCHER__INTERVAL_SECONDS=NEVER,
+        WATCHERS_DISPATCHER__STALL_SECONDS="8",
+    )
+    assert wait_for(lambda: d.logged("first round done"), 20), d.log.read_text()
+    assert not d.logged("dispatcher stalled"), d.log.read_text()  # waited too briefly then
+    assert wait_for(lambda: d.logged("dispatcher stalled"), 30), d.log.read_text()
+    [line] = [x for x in d.lines() if x.get("event") == "dispatcher stalled"]
+    assert (line["level"], line["board"], line["oldest_ready_task"]) == (
+        "error",
+        "default",
+        waiting,
+    )
+    assert 8 < line["oldest_ready_age_seconds"] <= 12
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=10) == 0

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import rows
@@ -131,6 +132,27 @@ def test_status_shows_each_running_tasks_verdict_and_ages(board, dispatcher):
     assert row["heartbeat_age_seconds"] is not None and row["attempt_age_seconds"] is not None
     text = watchers("status", "--board", str(board))
     assert "gone" in text.stdout and "alive" in text.stdout and "remote" in text.stdout
+
+
+def test_status_says_when_the_dispatcher_is_stalled_and_who_holds_its_lock(board, dispatcher):
+    """status --json: a `dispatcher` key per board; the text view says STALLED."""
+    now = int(time.time())
+    waiting = dispatcher.create_task("waits", "alice", now=now - 1200)
+    r = watchers("status", "--board", str(board), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["schema_version"] == 1
+    facts = report["boards"][0]["dispatcher"]
+    assert facts["stalled"] is True and facts["stall_seconds"] == 600
+    assert (facts["ready"], facts["dispatchable"], facts["last_claim_at"]) == (1, 1, None)
+    assert facts["oldest_ready_task"] == waiting and facts["oldest_ready_age_seconds"] >= 1200
+    assert facts["dispatch_lock"]["state"] == "no_file"
+    text = watchers("status", "--board", str(board)).stdout
+    assert "dispatcher: no claim ever; oldest ready 20m (1 waiting); STALLED" in text
+    dispatcher.claim(waiting)
+    facts = json.loads(watchers("status", "--board", str(board), "--json").stdout)["boards"][0]
+    assert facts["dispatcher"]["stalled"] is False
+    assert now - 5 <= facts["dispatcher"]["last_claim_at"] <= time.time()
 
 
 def test_a_missing_board_exits_66_and_names_it(tmp_path):

@@ -37,6 +37,8 @@ SHOWN = (
     "watchers_provider_cooldown_until_timestamp_seconds",
     "watchers_guard_trips_total",
     "watchers_board_read_error",
+    "watchers_ready_oldest_age_seconds",
+    "watchers_dispatcher_last_claim_timestamp_seconds",
 )
 TICK_OUTCOMES = ("ok", "error", "skipped", "unchanged")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,6 +44,8 @@ CONTRACT = (
     "watchers_provider_cooldown_until_timestamp_seconds",
     "watchers_guard_trips_total",
     "watchers_build_info",
+    "watchers_dispatcher_last_claim_timestamp_seconds",
+    "watchers_ready_oldest_age_seconds",
 )
 
 
@@ -85,6 +88,7 @@ def config(tmp_path: Path, *, http: str = "", extra: str = "", watchers=("auto-h
         "[auto_heal]\ninterval_seconds = 0.3\njitter_seconds = 0\nstart_grace_seconds = 0\n"
         f"[distress]\nenabled = {str('distress' in watchers).lower()}\n"
         f"[budget]\nenabled = {str('budget' in watchers).lower()}\n"
+        f"[dispatcher]\nenabled = {str('dispatcher' in watchers).lower()}\n"
         "[store]\nbusy_timeout_seconds = 0.2\n"
         f"{extra}\n"
     )
@@ -171,6 +175,9 @@ def test_every_contract_metric_exists_at_zero_and_readyz_waits_for_the_first_rou
         == 0
     )
     assert value(parsed, "watchers_guard_trips_total", board="default") == 0
+    never = value(parsed, "watchers_dispatcher_last_claim_timestamp_seconds", board="default")
+    assert never is not None and math.isnan(never)  # no claim ever on this board
+    assert value(parsed, "watchers_ready_oldest_age_seconds", board="default") == 0
     [info] = [k for k in parsed if k[0] == "watchers_build_info"]
     assert dict(info[1])["version"]
     allowed = {"watcher", "action", "outcome", "board", "status", "verdict", "blocker_type"}
@@ -394,6 +401,7 @@ def test_watchers_run_serves_metrics_on_the_configured_port_and_stops_on_sigterm
             "WATCHERS_AUTO_HEAL__INTERVAL_SECONDS": "0.3",
             "WATCHERS_DISTRESS__ENABLED": "false",
             "WATCHERS_BUDGET__ENABLED": "false",
+            "WATCHERS_DISPATCHER__ENABLED": "false",
             "WATCHERS_LOG__FORMAT": "json",
         }
     )
@@ -440,7 +448,7 @@ def test_runs_the_scheduler_skips_behind_a_hung_tick_are_counted_as_skipped(tmp_
     cfg.write_text(
         '[http]\nlisten = "127.0.0.1:0"\n'
         "[auto_heal]\ninterval_seconds = 0.3\njitter_seconds = 0\n"
-        "[distress]\nenabled = false\n[budget]\nenabled = false\n"
+        "[distress]\nenabled = false\n[budget]\nenabled = false\n[dispatcher]\nenabled = false\n"
         "[store]\nbusy_timeout_seconds = 4\n"
         "[daemon]\nmisfire_grace_seconds = 60\n"
     )

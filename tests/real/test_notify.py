@@ -195,6 +195,7 @@ def test_the_daemon_is_ready_pings_while_healthy_stops_on_a_hung_tick_and_says_s
             "WATCHERS_AUTO_HEAL__START_GRACE_SECONDS": "0",
             "WATCHERS_DISTRESS__ENABLED": "false",
             "WATCHERS_BUDGET__ENABLED": "false",
+            "WATCHERS_DISPATCHER__ENABLED": "false",
             # far beyond 3 intervals: a tick on the locked board hangs, it does not fail
             "WATCHERS_STORE__BUSY_TIMEOUT_SECONDS": "30",
             "WATCHERS_HTTP__LISTEN": "127.0.0.1:0",

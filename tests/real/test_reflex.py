@@ -26,6 +26,7 @@ def auto_heal_only(run_daemon, board, **env: str):
         WATCHERS_AUTO_HEAL__INTERVAL_SECONDS=NEVER,
         WATCHERS_DISTRESS__ENABLED="false",
         WATCHERS_BUDGET__ENABLED="false",
+        WATCHERS_DISPATCHER__ENABLED="false",
         **env,
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-WATCHERS = ("autoheal", "distress", "budget")
+WATCHERS = ("autoheal", "distress", "budget", "dispatcher")
 PACKAGE = Path(__file__).resolve().parents[2] / "watchers"
 
 

@@ -198,3 +198,12 @@ def test_a_credential_that_is_only_whitespace_is_no_password(tmp_path, monkeypat
     (tmp_path / "metrics-password").write_text("\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert load_settings().http.basic_auth_password is None
+
+
+def test_the_dispatcher_check_is_on_by_default_with_a_ten_minute_stall(monkeypatch):
+    """[dispatcher]: enabled, every 60 s, a stall after 600 s; zero is refused."""
+    d = load_settings().dispatcher
+    assert (d.enabled, d.interval_seconds, d.stall_seconds) == (True, 60, 600)
+    monkeypatch.setenv("WATCHERS_DISPATCHER__STALL_SECONDS", "0")
+    with pytest.raises(ConfigError, match=r"dispatcher\.stall_seconds"):
+        load_settings()

@@ -1,8 +1,8 @@
 """The board store: one public class the watchers use, made of one module per concern.
 
 `connection` opens a board and guards every read (under Hermes's write lock) and write
-(one short transaction); `task_reads` and `history_reads` read what the watchers need;
-`writes` applies actions; `rows` reads Hermes's rows defensively.
+(one short transaction); `task_reads`, `history_reads` and `dispatch_reads` read what
+the watchers need; `writes` applies actions; `rows` reads Hermes's rows defensively.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from watchers.store.dispatch_reads import DispatchReads
 from watchers.store.history_reads import HistoryReads
 from watchers.store.rows import (
     AUTHOR,
@@ -19,6 +20,7 @@ from watchers.store.rows import (
     ESCALATED,
     BudgetRow,
     EventRow,
+    ReadyRow,
     ResetHistory,
     StatusEvent,
     TaskDetail,
@@ -38,6 +40,7 @@ __all__ = [
     "BudgetRow",
     "EventRow",
     "PerBoard",
+    "ReadyRow",
     "ResetHistory",
     "StatusEvent",
     "TaskDetail",
@@ -51,7 +54,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-class BoardStore(Writes, TaskReads, HistoryReads):
+class BoardStore(Writes, TaskReads, HistoryReads, DispatchReads):
     """A connection to one board, with every read and write the watchers use. Not
     shared between threads at the same time."""
 

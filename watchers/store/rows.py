@@ -231,6 +231,15 @@ class TaskDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyRow:
+    """A `ready` task no one has claimed, as the dispatcher would see it."""
+
+    task_id: str
+    assignee: str | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class ResetHistory:
     reset_times: tuple[int, ...]
     escalated: bool
