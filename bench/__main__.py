@@ -52,6 +52,7 @@ from bench.measure.distress import bench_distress
 from bench.measure.heal import kill_and_measure
 from bench.measure.hermes import bench_hermes
 from bench.measure.machine import machine_facts
+from bench.measure.new_checks import bench_new_checks
 from bench.measure.ticks import bench_tick
 from bench.measure.unchanged import bench_unchanged
 from bench.report import report
@@ -155,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems += res["budget"]["problems"]
         if res["budget"]["profile"]:
             print(res["budget"]["profile"])
+
+        with phases.phase("2c+ in-process checks beyond liveness"):
+            res["new_checks"] = bench_new_checks(board, config, args.ticks)
+        problems += res["new_checks"]["problems"]
 
         with phases.phase("2d in-process passes over the unchanged board"):
             res["unchanged"] = bench_unchanged(board, config, 200)

@@ -14,6 +14,7 @@ from bench.targets import (
     TARGET_BUDGET_TICK_MS,
     TARGET_DISTRESS_TICK_MS,
     TARGET_HEAL_P95_S,
+    TARGET_NEW_CHECK_MS,
     TARGET_RATIO,
     TARGET_RSS_MB,
     TARGET_TICK_MS,
@@ -53,6 +54,7 @@ def report(res: dict[str, Any], out: Path) -> None:
     tick, herm, heal, rss = (res.get(k, {}) for k in ("tick", "hermes", "heal", "rss"))
     dist = res.get("distress", {})
     bud = res.get("budget", {})
+    new = res.get("new_checks", {})
     ratio = None
     if tick.get("median_ms") and herm.get("median_ms"):
         ratio = herm["median_ms"] / tick["median_ms"]
@@ -97,6 +99,28 @@ def report(res: dict[str, Any], out: Path) -> None:
             "budget_tick_median_ms",
         ),
         shown("budget tick, p95", bud.get("p95_ms"), "ms", 2),
+        at_most(
+            "dispatcher check pass, median",
+            new.get("dispatcher", {}).get("median_ms"),
+            "ms",
+            3,
+            TARGET_NEW_CHECK_MS,
+            "dispatcher_pass_median_ms",
+        ),
+        shown(
+            "dispatcher read with no recent claim, median",
+            new.get("dispatcher_full_read", {}).get("median_ms"),
+            "ms",
+            2,
+        ),
+        at_most(
+            "budget no-progress check, share of a pass",
+            new.get("no_progress_share_ms"),
+            "ms",
+            3,
+            TARGET_NEW_CHECK_MS,
+            "no_progress_share_ms",
+        ),
         shown("Hermes detect_crashed_workers, median", herm.get("median_ms"), "ms", 2),
         shown("Hermes detect_crashed_workers, p95", herm.get("p95_ms"), "ms", 2),
         (

@@ -15,6 +15,7 @@ TARGET_RSS_MB = 50.0  # MiB of VmRSS, 100,000-task board, three watchers, HTTP o
 TARGET_UNCHANGED_MS = 1.0  # a pass over an unchanged board with nothing due
 TARGET_DISTRESS_TICK_MS = 20.0
 TARGET_BUDGET_TICK_MS = 20.0
+TARGET_NEW_CHECK_MS = 2.0  # what each check beyond liveness adds to a pass (issue: <= 2 ms)
 
 # the fleet (python -m bench.fleet)
 FLEET_TARGET_IDLE_CPU_PCT = 0.2  # % of one core, 101 boards, 60 s after the first round

@@ -60,12 +60,15 @@ def next_deadline(state: DispatchState, settings: DispatcherSettings, now: float
     """When this board, with no write in between, would next need a look: when the oldest
     dispatchable wait and the time since the last claim both pass `stall_seconds`. None
     when nothing is dispatchable (new ready work is a write: the board's version changes)
-    or the board is stalled already (a claim ending it is a write too)."""
+    or the board is stalled already (a claim ending it is a write too). After a recent
+    claim (nothing else read), that is when the claim is `stall_seconds` old."""
+    limit = settings.stall_seconds
+    if not state.exact and state.last_claim_at is not None:
+        return max(state.last_claim_at + limit + DEADLINE_SLACK_SECONDS, now)
     if state.dispatchable == 0 or state.oldest_since is None:
         return None
     if stalled(state, settings, now) is not None:
         return None
-    limit = settings.stall_seconds
     due = state.oldest_since + limit
     if state.last_claim_at is not None:
         due = max(due, state.last_claim_at + limit)
