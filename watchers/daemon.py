@@ -213,6 +213,8 @@ class Daemon:
         enable_faulthandler()
         settings = self.settings
         paths = self.check_boards(settings)
+        self.passes.know(paths)
+        self.metrics.prepare(self.passes.slug_names())
         self._start_http(settings)  # first: a taken address fails alone, before anything runs
         previous = install_signals(self.request_stop, self.request_reload)
         scheduler = make_scheduler(settings, len(paths) * 3)

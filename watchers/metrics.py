@@ -50,6 +50,19 @@ WATCHER_ACTIONS: dict[str, tuple[ActionKind, ...]] = {
     "budget": (ActionKind.CARD, ActionKind.WARN, ActionKind.NOTE),
 }
 """The (watcher, action) pairs that can happen: the only `watchers_actions_total` series."""
+CARD_REASONS: dict[str, tuple[str, ...]] = {
+    "distress": ("rate_limited", "credential_failure", "stuck", "escalation", "parked"),
+    "budget": (
+        "time_budget",
+        "iteration_budget",
+        "attempt_budget",
+        "repeated_failure",
+        "needs_human",
+        "no_progress",
+    ),
+}
+"""Why a watcher writes a card: the `watchers_cards_total` series (reasons are the code's
+own names, never text from a board)."""
 TICK_OUTCOMES = ("ok", "error", "skipped", "unchanged")
 """ok: the tick ran; error: it failed; skipped: the board was busy, nothing was done;
 unchanged: the board had not changed since the last pass and nothing was due (no scans)."""
@@ -346,6 +359,13 @@ class Metrics:
             ["watcher", "action"],
             registry=r,
         )
+        self.cards = Counter(
+            "watchers_cards",
+            "[BLOCKED] cards written, by watcher and reason (no_progress: a worker that looks "
+            "like it loops; parked: a task Hermes keeps deferring).",
+            ["watcher", "reason"],
+            registry=r,
+        )
         self.ticks = Counter(
             "watchers_ticks",
             "Ticks by watcher and outcome (ok, error, skipped: the board was busy, or the "
@@ -380,6 +400,8 @@ class Metrics:
             for outcome in TICK_OUTCOMES:
                 self.ticks.labels(watcher, outcome)
             self.tick_duration.labels(watcher)
+            for reason in CARD_REASONS.get(watcher, ()):
+                self.cards.labels(watcher, reason)
         for board in boards:
             self.guard_trips.labels(board)
 
@@ -396,6 +418,8 @@ class Metrics:
         for o in report.outcomes:
             if o.result is Result.APPLIED:
                 self.actions.labels(o.action.watcher, o.action.kind.value).inc()
+                if o.action.kind is ActionKind.CARD:
+                    self.cards.labels(o.action.watcher, o.action.reason).inc()
             held = held or o.result is Result.HELD
         if held:
             self.guard_trips.labels(report.board).inc()

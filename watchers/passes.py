@@ -173,6 +173,14 @@ class Passes:
         thread = getattr(scheduler, "_thread", None)
         return thread is None or bool(thread.is_alive())
 
+    def know(self, paths: list[Path]) -> None:
+        """The boards this daemon watches, with their unique names (before any job is
+        scheduled: a scrape right after start already lists every board)."""
+        slugs = unique_slugs(paths)
+        with self.lock:
+            self.paths = tuple(paths)
+            self.slugs = slugs
+
     # -- wakes -----------------------------------------------------------------------
 
     def wake(self, watcher: str, board: Path, at: float | None = None) -> bool:

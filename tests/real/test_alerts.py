@@ -38,6 +38,8 @@ ALERTS = (
     "KanbanWatchersDistressCardsPilingUp",
     "KanbanWatchersDeadWorkersNotHealed",
     "KanbanDispatcherStalled",
+    "KanbanWorkerLooping",
+    "KanbanTaskParked",
 )
 
 

@@ -33,6 +33,7 @@ from watchers.store.schema import create_board
 
 CONTRACT = (
     "watchers_actions_total",
+    "watchers_cards_total",
     "watchers_ticks_total",
     "watchers_tick_duration_seconds_bucket",
     "watchers_tick_duration_seconds_count",

@@ -173,3 +173,27 @@ def test_a_provider_cooling_on_any_board_is_cooling():
     assert _later(over, short, now) is short
     assert _later(long, short, now) is long
     assert _later(short, over, now) is short
+
+
+def test_cards_are_counted_by_watcher_and_reason_and_exist_at_zero(metrics):
+    """A looping worker's card and a parked task's card each have a series of their own."""
+    metrics.prepare(["default"])
+    for watcher, reason in (("budget", "no_progress"), ("distress", "parked")):
+        assert sample(metrics, "watchers_cards_total", watcher=watcher, reason=reason) == 0
+    card = Action(
+        watcher="budget",
+        board="default",
+        task_id="t_1",
+        kind=ActionKind.CARD,
+        reason="no_progress",
+        evidence={},
+        expect={},
+    )
+    lost = Outcome(card, Result.RACE_LOST)
+    metrics.observe(
+        TickReport(
+            "budget", "default", time.time(), 0.01, (Outcome(card, Result.APPLIED), lost), ()
+        )
+    )
+    assert sample(metrics, "watchers_cards_total", watcher="budget", reason="no_progress") == 1
+    assert sample(metrics, "watchers_actions_total", watcher="budget", action="card") == 1
