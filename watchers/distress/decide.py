@@ -81,31 +81,10 @@ def _cooling_text(table: Mapping[str, Cooldown], provider: str | None, now: floa
     return f"cooling until {readable_time(c.until)} ({c.until - now:.0f}s from now; {c.reason})"
 
 
-def _card(
-    snap: DistressSnapshot,
-    s: DistressSettings,
-    src: SourceTask,
-    blocker: str,
-    needs: str,
-    evidence: dict[str, Any],
-    reason: str,
-    now: float,
-    *,
-    since: float,
-    card_route: str,
-) -> Action:
+def _card(snap: DistressSnapshot, s: DistressSettings, card_route: str, **card: Any) -> Action:
+    """A card for the snapshot's board (`card`: distress_card's source-specific fields)."""
     return distress_card(
-        board=snap.board,
-        s=s,
-        providers=snap.providers,
-        src=src,
-        blocker=blocker,
-        needs=needs,
-        evidence=evidence,
-        reason=reason,
-        now=now,
-        since=since,
-        card_route=card_route,
+        board=snap.board, s=s, providers=snap.providers, card_route=card_route, **card
     )
 
 
@@ -195,23 +174,25 @@ def _signal_decisions(
             _card(
                 snap,
                 s,
-                src,
-                blocker,
-                needs,
-                evidence,
-                blocker,
-                now,
+                card_route,
+                src=src,
+                blocker=blocker,
+                needs=needs,
+                evidence=evidence,
+                reason=blocker,
+                now=now,
                 since=case.at,
-                card_route=card_route,
             )
         )
     return actions
 
 
-def _stuck_decisions(
-    snap: DistressSnapshot, s: DistressSettings, now: float, card_route: str
-) -> list[Action]:
-    actions = []
+def _env_blockers(
+    snap: DistressSnapshot, s: DistressSettings, now: float
+) -> list[tuple[SourceTask, str, dict[str, Any], str, float]]:
+    """(source, needs, evidence, reason, since) of every env_blocker card due: workers
+    silent for `stuck_after_seconds`, and auto-heal's escalations."""
+    out: list[tuple[SourceTask, str, dict[str, Any], str, float]] = []
     for case in snap.stuck:
         if now - case.since < s.stuck_after_seconds:
             continue
@@ -232,50 +213,37 @@ def _stuck_decisions(
             f"silent for {silent:.0f}s: reclaim it (hermes kanban reclaim), split the task, or "
             "reassign it"
         )
-        actions.append(
-            _card(
-                snap,
-                s,
-                case.source,
-                "env_blocker",
-                needs,
-                evidence,
-                "stuck",
-                now,
-                since=case.since,
-                card_route=card_route,
-            )
-        )
-    return actions
-
-
-def _escalation_decisions(
-    snap: DistressSnapshot, s: DistressSettings, now: float, card_route: str
-) -> list[Action]:
-    actions = []
-    for case in snap.escalations:
-        if not card_needed(snap.cards, case.source.task_id, "env_blocker", case.at, case.event_id):
+        out.append((case.source, needs, evidence, "stuck", case.since))
+    for esc in snap.escalations:
+        if not card_needed(snap.cards, esc.source.task_id, "env_blocker", esc.at, esc.event_id):
             continue
-        evidence = {"reason_class": "infra_resets_exhausted", **case.evidence}
         needs = (
-            f"the environment keeps killing {case.source.task_id} (auto-heal reset it "
+            f"the environment keeps killing {esc.source.task_id} (auto-heal reset it "
             "repeatedly after infrastructure failures): fix the host, or move the task elsewhere"
         )
-        actions.append(
-            _card(
-                snap,
-                s,
-                case.source,
-                "env_blocker",
-                needs,
-                evidence,
-                "escalation",
-                now,
-                since=case.at,
-                card_route=card_route,
-            )
+        evidence = {"reason_class": "infra_resets_exhausted", **esc.evidence}
+        out.append((esc.source, needs, evidence, "escalation", esc.at))
+    return out
+
+
+def _env_blocker_decisions(
+    snap: DistressSnapshot, s: DistressSettings, now: float, card_route: str
+) -> list[Action]:
+    return [
+        _card(
+            snap,
+            s,
+            card_route,
+            src=src,
+            blocker="env_blocker",
+            needs=needs,
+            evidence=evidence,
+            reason=reason,
+            now=now,
+            since=since,
         )
-    return actions
+        for src, needs, evidence, reason, since in _env_blockers(snap, s, now)
+    ]
 
 
 def next_deadline(snap: DistressSnapshot, s: DistressSettings, now: float) -> float | None:
@@ -308,7 +276,6 @@ def decide(
     table = cooldowns(snapshot.signals, settings)
     return (
         _signal_decisions(snapshot, settings, table, now, route)
-        + _stuck_decisions(snapshot, settings, now, route)
+        + _env_blocker_decisions(snapshot, settings, now, route)
         + parked_decisions(snapshot, settings, table, now, route)
-        + _escalation_decisions(snapshot, settings, now, route)
     )

@@ -238,6 +238,20 @@ def workspace_state(path: str | None, timeout: float) -> str:
     return f"stashed({first[:64]})" if first else "committed"
 
 
+def _diff_stat(git: Git, base: str) -> str | None:
+    """`git diff --stat` of the working tree against `base` (no drivers, no submodules)."""
+    return git.run(
+        "diff",
+        "--stat=200",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--ignore-submodules=all",
+        base,
+        "--",
+    )
+
+
 def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
     """Files changed in a git workspace against its base branch (short timeout)."""
     if not _usable(path):
@@ -250,16 +264,7 @@ def touched_files(path: str | None, timeout: float) -> tuple[str, ...]:
         if found:
             base = found.strip()
             break
-    stat = git.run(
-        "diff",
-        "--stat=200",
-        "--no-color",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--ignore-submodules=all",
-        base or "HEAD",
-        "--",
-    )
+    stat = _diff_stat(git, base or "HEAD")
     if not stat:
         return ()
     files = [line.split("|")[0].strip() for line in stat.splitlines() if "|" in line]
@@ -277,16 +282,7 @@ def workspace_fingerprint(path: str | None, timeout: float) -> tuple[str, str] |
     head = git.run("rev-parse", "--verify", "-q", "HEAD", limit=128)
     if head is None:
         return None
-    stat = git.run(
-        "diff",
-        "--stat=200",
-        "--no-color",
-        "--no-ext-diff",
-        "--no-textconv",
-        "--ignore-submodules=all",
-        "HEAD",
-        "--",
-    )
+    stat = _diff_stat(git, "HEAD")
     untracked = git.run("ls-files", "--others", "--exclude-standard", "-z")
     if stat is None or untracked is None:
         return None
