@@ -155,3 +155,15 @@ def test_a_stall_is_one_iteration_budget_card_per_attempt_whose_needs_say_it_loo
     answered = {(t.source.task_id, "iteration_budget"): CardState(None, T0 - 50)}
     assert decide(BudgetSnapshot("default", (t,), answered), S, now) == []
     assert next_deadline(BudgetSnapshot("default", (), progress_until=T0 + 5), S, T0) == T0 + 5
+
+
+def test_no_progress_seconds_comes_from_the_profile_else_the_global_setting():
+    """Per profile, like the other budgets; unset everywhere: not watched."""
+    from watchers.budget.progress import no_progress_limit
+    from watchers.settings import ProfileSettings
+
+    s = S.model_copy(update={"profiles": {"coder": ProfileSettings(no_progress_seconds=600)}})
+    assert no_progress_limit("coder", s) == (600, "profile:coder")
+    assert no_progress_limit("writer", s) == (1800.0, "global")
+    off = s.model_copy(update={"budget": s.budget.model_copy(update={"no_progress_seconds": None})})
+    assert no_progress_limit("writer", off) is None
