@@ -107,8 +107,16 @@ def report(res: dict[str, Any], out: Path) -> None:
             TARGET_NEW_CHECK_MS,
             "dispatcher_pass_median_ms",
         ),
+        at_most(
+            "dispatcher pass, no claim for stall_seconds, median",
+            new.get("dispatcher_stalled_read", {}).get("median_ms"),
+            "ms",
+            3,
+            TARGET_NEW_CHECK_MS,
+            "dispatcher_stalled_median_ms",
+        ),
         shown(
-            "dispatcher read with no recent claim, median",
+            "dispatcher full read (status, metrics), median",
             new.get("dispatcher_full_read", {}).get("median_ms"),
             "ms",
             2,

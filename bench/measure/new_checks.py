@@ -6,6 +6,7 @@ it off, taken in alternation so both see the same machine)."""
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,20 @@ def bench_new_checks(path: Path, config: Path, n: int) -> dict[str, Any]:
         finally:
             store.close()
 
+    def stalled_read() -> Any:
+        """The check's read as on a board where nothing was claimed for stall_seconds and
+        ready work waits (every claim counts as too old): it stops once the stall is
+        certain."""
+        from watchers.dispatcher.observe import observe
+
+        store = BoardStore.open(path)
+        try:
+            return observe(store, dispatcher.rules(settings), claimed_after=time.time())
+        finally:
+            store.close()
+
     def full_read() -> Any:
-        """The check's read when no claim happened for stall_seconds: every ready task."""
+        """`watchers status` and the metrics' read: every ready task, exact counts."""
         from watchers.dispatcher.observe import observe
 
         store = BoardStore.open(path)
@@ -53,6 +66,7 @@ def bench_new_checks(path: Path, config: Path, n: int) -> dict[str, Any]:
     try:
         dispatcher_pass()
         passes, reports = timed(n, dispatcher_pass)
+        stalled, _ = timed(max(10, n // 2), stalled_read)
         full, states = timed(max(10, n // 4), full_read)
         with_check, without = Budget(probe), Budget(probe)
         store = BoardStore.open(path)
@@ -77,6 +91,7 @@ def bench_new_checks(path: Path, config: Path, n: int) -> dict[str, Any]:
     state = states[-1][0] if states else None
     return {
         "dispatcher": passes.summary(3, ("median", "p95")),
+        "dispatcher_stalled_read": stalled.summary(3, ("median", "p95")),
         "dispatcher_full_read": {
             **full.summary(3, ("median", "p95")),
             "ready": getattr(state, "ready", None),

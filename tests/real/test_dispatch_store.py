@@ -78,3 +78,34 @@ def test_a_ready_task_waits_since_its_newest_event(board, dispatcher):
     finally:
         s.close()
     assert (state.oldest_task, state.oldest_since) == (fresh, now - 300)
+
+
+def test_the_checks_own_read_stops_once_a_stall_is_certain_and_status_reads_everything(
+    board, dispatcher
+):
+    """150 ready tasks waiting for hours, no claim: the check reads the first chunk (the
+    oldest created), finds the stall, stops; the count comes from the status index. A
+    task put back recently is not the oldest wait; status and metrics read all 150."""
+    from watchers.dispatcher.observe import SCAN_CHUNK
+
+    now = int(time.time())
+    tasks = [dispatcher.create_task(f"t{i}", "alice", now=now - 7200 + i) for i in range(150)]
+    conn = sqlite3.connect(board)
+    with conn:  # the oldest one was put back a minute ago: it has waited a minute only
+        conn.execute(
+            "INSERT INTO task_events (task_id, kind, payload, created_at) "
+            "VALUES (?, 'crashed', NULL, ?)",
+            (tasks[0], now - 60),
+        )
+    conn.close()
+    rules = DispatchRules(profiles=None)
+    s = store(board)
+    try:
+        quick, _ = observe(s, rules, claimed_after=now - 600)
+        full, _ = observe(s, rules)
+    finally:
+        s.close()
+    assert (quick.complete, quick.ready, quick.dispatchable) == (False, 150, SCAN_CHUNK)
+    assert (quick.oldest_task, quick.oldest_since) == (tasks[1], now - 7200 + 1)
+    assert (full.complete, full.ready, full.dispatchable) == (True, 150, 150)
+    assert (full.oldest_task, full.oldest_since) == (quick.oldest_task, quick.oldest_since)

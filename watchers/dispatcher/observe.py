@@ -18,6 +18,8 @@ from watchers.hermes.dispatching import DispatchRules
 from watchers.model import SkippedRow
 from watchers.store.board import BoardStore, ReadyRow
 
+SCAN_CHUNK = 25
+"""Ready tasks read at a time by the check's own read (see _until_stalled)."""
 LOOKUP_CHUNK = 100
 LOOKUP_LIMIT = 500
 """At most this many ready tasks' newest events are looked up per read (the oldest
@@ -36,6 +38,8 @@ class DispatchState:
     oldest_since: int | None = None  # when the longest-waiting dispatchable task began waiting
     oldest_task: str | None = None
     exact: bool = True  # False: a recent claim made the rest moot, so it was not read
+    complete: bool = True  # False: the scan stopped once a stall was certain: `ready` counts
+    #   the status index, `dispatchable` and the oldest wait what was read up to then
     held_back: Mapping[str, int] = field(default_factory=dict)  # why the others are not
 
     def oldest_age(self, now: float) -> float:
@@ -46,13 +50,17 @@ class DispatchState:
 def observe(
     store: BoardStore, rules: DispatchRules, *, claimed_after: float | None = None
 ) -> tuple[DispatchState, list[SkippedRow]]:
-    """The board's DispatchState. With `claimed_after` (epoch seconds), a claim newer than
-    that makes waiting times moot for the caller: they are then not looked up."""
+    """The board's DispatchState. With `claimed_after` (epoch seconds; the check's own
+    read): a claim newer than that makes the rest moot (nothing more is read); without
+    one, ready tasks are read only until a stall is certain (see _until_stalled). Without
+    `claimed_after` (status, metrics): every ready task, exact counts."""
     last_claim = store.last_claim_at()
     if claimed_after is not None and last_claim is not None and last_claim > claimed_after:
         # a recent claim: the dispatcher runs, whatever waits; nothing more is read (the
         # common case on a busy board, a fraction of a millisecond)
         return DispatchState(store.slug, last_claim, 0, 0, 0, exact=False), []
+    if claimed_after is not None:
+        return _until_stalled(store, rules, last_claim, claimed_after)
     ready, skipped = store.ready_rows()
     running_by = store.running_by_assignee()
     running = sum(running_by.values())
@@ -76,6 +84,64 @@ def observe(
         return state, skipped
     since, task = oldest_wait(store, dispatchable)
     return replace(state, oldest_since=since, oldest_task=task), skipped
+
+
+def _until_stalled(
+    store: BoardStore, rules: DispatchRules, last_claim: int | None, claimed_after: float
+) -> tuple[DispatchState, list[SkippedRow]]:
+    """The check's own read when nothing was claimed since `claimed_after`: ready tasks in
+    rowid order (Hermes's insertion order: the oldest created first), a chunk at a time,
+    their waits looked up as it goes; it stops at the end of the first chunk that holds
+    a dispatchable task waiting since before `claimed_after`: the stall is certain then.
+    The state says so (`complete` false): its counts and its longest wait are what was
+    read up to there (the longest wait at least that long); `watchers status` and the
+    metrics read every task. On a stalled board that is one chunk, not every ready task."""
+    if rules.max_in_progress_per_profile is not None:
+        running_by = store.running_by_assignee()
+        running = sum(running_by.values())
+    else:  # per-assignee counts read every running row; the total is the index's
+        running_by, running = {}, store.running_count()
+    held: dict[str, int] = {}
+    skipped: list[SkippedRow] = []
+    seen = 0
+    best: tuple[int, str] | None = None
+    after, complete = 0, True
+    while True:
+        chunk, bad = store.ready_rows_after(after, SCAN_CHUNK)
+        skipped += bad
+        if not chunk:
+            break
+        after = chunk[-1][0]
+        candidates = []
+        for _, row in chunk:
+            why = rules.held_back(row.assignee, running, running_by)
+            if why is not None:
+                held[why] = held.get(why, 0) + 1
+                continue
+            seen += 1
+            if best is None or row.created_at < best[0]:
+                candidates.append(row)
+        if candidates:
+            newest = store.newest_event_at([r.task_id for r in candidates])
+            for r in candidates:
+                since = max(r.created_at, newest.get(r.task_id, r.created_at))
+                if best is None or since < best[0]:
+                    best = (since, r.task_id)
+        if best is not None and best[0] < claimed_after and len(chunk) == SCAN_CHUNK:
+            complete = False  # stalled for certain; what follows could only add to it
+            break
+    ready = store.ready_count() if not complete else seen + sum(held.values())
+    return DispatchState(
+        board=store.slug,
+        last_claim_at=last_claim,
+        ready=ready,
+        dispatchable=seen,
+        running=running,
+        oldest_since=best[0] if best else None,
+        oldest_task=best[1] if best else None,
+        held_back=held,
+        complete=complete,
+    ), skipped
 
 
 def oldest_wait(store: BoardStore, rows: list[ReadyRow]) -> tuple[int, str]:

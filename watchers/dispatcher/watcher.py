@@ -74,6 +74,7 @@ class Dispatcher:
                 "dispatcher stalled",
                 board=store.slug,
                 ready=stall.dispatchable,
+                counted="all" if state.complete else "until the stall was certain",
                 oldest_ready_task=stall.oldest_task,
                 oldest_ready_age_seconds=round(stall.waiting_seconds),
                 last_claim_at=(

@@ -58,20 +58,41 @@ class DispatchReads(Connection):
 
     def ready_rows(self) -> tuple[list[ReadyRow], list[SkippedRow]]:
         """Every unclaimed `ready` task, oldest created first; malformed rows are reported."""
-        out: list[ReadyRow] = []
+        rows, skipped = self.ready_rows_after(0, None)
+        out = [row for _, row in rows]
+        out.sort(key=lambda r: (r.created_at, r.task_id))
+        return out, skipped
+
+    def running_count(self) -> int:
+        """`running` tasks: from the status index alone, no row is read."""
+        rows = self._query("SELECT COUNT(*) FROM tasks WHERE status = 'running'")
+        return int(rows[0][0]) if rows and type(rows[0][0]) is int else 0
+
+    def ready_count(self) -> int:
+        """`ready` tasks (claimed ones too): from the status index alone, no row is read."""
+        rows = self._query("SELECT COUNT(*) FROM tasks WHERE status = 'ready'")
+        return int(rows[0][0]) if rows and type(rows[0][0]) is int else 0
+
+    def ready_rows_after(
+        self, rowid: int, limit: int | None
+    ) -> tuple[list[tuple[int, ReadyRow]], list[SkippedRow]]:
+        """Unclaimed `ready` tasks after `rowid`, in rowid order (Hermes's insertion order,
+        so the oldest created first), at most `limit` (None: all), with their rowids."""
+        out: list[tuple[int, ReadyRow]] = []
         skipped: list[SkippedRow] = []
         for row in self._query(
-            "SELECT id, assignee, created_at FROM tasks "
-            "WHERE status = 'ready' AND claim_lock IS NULL"
+            "SELECT id, assignee, created_at, rowid FROM tasks "
+            "WHERE status = 'ready' AND claim_lock IS NULL AND rowid > ? ORDER BY rowid LIMIT ?",
+            (rowid, -1 if limit is None else limit),
         ):
-            tid, assignee, created = row
+            tid, assignee, created, at = row
             if (
                 type(tid) is str  # `type is`: excludes _Undecodable
                 and tid
                 and (assignee is None or type(assignee) is str)
                 and type(created) is int
             ):
-                out.append(ReadyRow(tid, assignee, created))  # the common case, unchecked
+                out.append((at, ReadyRow(tid, assignee, created)))  # the common case, unchecked
                 continue
             try:
                 task_id = _task_id(row)
@@ -80,15 +101,17 @@ class DispatchReads(Connection):
                 continue
             try:
                 out.append(
-                    ReadyRow(
-                        task_id,
-                        _opt_text(row, 1, "assignee"),
-                        _req_int(row, 2, "created_at"),
+                    (
+                        at,
+                        ReadyRow(
+                            task_id,
+                            _opt_text(row, 1, "assignee"),
+                            _req_int(row, 2, "created_at"),
+                        ),
                     )
                 )
             except _Malformed as exc:
                 skipped.append(SkippedRow(self.slug, "tasks", task_id, str(exc)))
-        out.sort(key=lambda r: (r.created_at, r.task_id))
         return out, skipped
 
     def running_by_assignee(self) -> dict[str | None, int]:
