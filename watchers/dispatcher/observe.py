@@ -62,16 +62,9 @@ def observe(
     if claimed_after is not None:
         return _until_stalled(store, rules, last_claim, claimed_after)
     ready, skipped = store.ready_rows()
-    running_by = store.running_by_assignee()
-    running = sum(running_by.values())
+    running, running_by = _running(store, rules)
     held: dict[str, int] = {}
-    dispatchable: list[ReadyRow] = []
-    for row in ready:
-        why = rules.held_back(row.assignee, running, running_by)
-        if why is None:
-            dispatchable.append(row)
-        else:
-            held[why] = held.get(why, 0) + 1
+    dispatchable = _dispatchable(ready, rules, running, running_by, held)
     state = DispatchState(
         board=store.slug,
         last_claim_at=last_claim,
@@ -86,6 +79,50 @@ def observe(
     return replace(state, oldest_since=since, oldest_task=task), skipped
 
 
+def _running(store: BoardStore, rules: DispatchRules) -> tuple[int, dict[str | None, int]]:
+    """Running tasks, and per assignee when a per-profile cap needs that (reading every
+    running row); otherwise the total alone, from the status index."""
+    if rules.max_in_progress_per_profile is None:
+        return store.running_count(), {}
+    running_by = store.running_by_assignee()
+    return sum(running_by.values()), running_by
+
+
+def _dispatchable(
+    rows: list[ReadyRow],
+    rules: DispatchRules,
+    running: int,
+    running_by: dict[str | None, int],
+    held: dict[str, int],
+) -> list[ReadyRow]:
+    """The rows Hermes would spawn now; why the others are not is counted into `held`."""
+    out = []
+    for row in rows:
+        why = rules.held_back(row.assignee, running, running_by)
+        if why is None:
+            out.append(row)
+        else:
+            held[why] = held.get(why, 0) + 1
+    return out
+
+
+def _earliest(
+    store: BoardStore, rows: list[ReadyRow], best: tuple[int, str] | None
+) -> tuple[int, str] | None:
+    """The earliest (waiting since, task id) of `best` and `rows`: a row's wait begins at
+    the later of its creation and its newest event (looked up only for rows created
+    before `best`, the others cannot have waited longer)."""
+    rows = [r for r in rows if best is None or r.created_at < best[0]]
+    if not rows:
+        return best
+    newest = store.newest_event_at([r.task_id for r in rows])
+    for r in rows:
+        since = max(r.created_at, newest.get(r.task_id, r.created_at))
+        if best is None or since < best[0]:
+            best = (since, r.task_id)
+    return best
+
+
 def _until_stalled(
     store: BoardStore, rules: DispatchRules, last_claim: int | None, claimed_after: float
 ) -> tuple[DispatchState, list[SkippedRow]]:
@@ -96,11 +133,7 @@ def _until_stalled(
     The state says so (`complete` false): its counts and its longest wait are what was
     read up to there (the longest wait at least that long); `watchers status` and the
     metrics read every task. On a stalled board that is one chunk, not every ready task."""
-    if rules.max_in_progress_per_profile is not None:
-        running_by = store.running_by_assignee()
-        running = sum(running_by.values())
-    else:  # per-assignee counts read every running row; the total is the index's
-        running_by, running = {}, store.running_count()
+    running, running_by = _running(store, rules)
     held: dict[str, int] = {}
     skipped: list[SkippedRow] = []
     seen = 0
@@ -112,21 +145,9 @@ def _until_stalled(
         if not chunk:
             break
         after = chunk[-1][0]
-        candidates = []
-        for _, row in chunk:
-            why = rules.held_back(row.assignee, running, running_by)
-            if why is not None:
-                held[why] = held.get(why, 0) + 1
-                continue
-            seen += 1
-            if best is None or row.created_at < best[0]:
-                candidates.append(row)
-        if candidates:
-            newest = store.newest_event_at([r.task_id for r in candidates])
-            for r in candidates:
-                since = max(r.created_at, newest.get(r.task_id, r.created_at))
-                if best is None or since < best[0]:
-                    best = (since, r.task_id)
+        dispatchable = _dispatchable([row for _, row in chunk], rules, running, running_by, held)
+        seen += len(dispatchable)
+        best = _earliest(store, dispatchable, best)
         if best is not None and best[0] < claimed_after and len(chunk) == SCAN_CHUNK:
             complete = False  # stalled for certain; what follows could only add to it
             break
@@ -149,15 +170,9 @@ def oldest_wait(store: BoardStore, rows: list[ReadyRow]) -> tuple[int, str]:
     A task's wait begins no earlier than its creation, so the lookups stop at the first
     task created after the earliest wait found so far (or at LOOKUP_LIMIT)."""
     best: tuple[int, str] | None = None
-    i = 0
-    while i < len(rows) and i < LOOKUP_LIMIT:
-        chunk = [r for r in rows[i : i + LOOKUP_CHUNK] if best is None or r.created_at < best[0]]
-        if not chunk:
+    for i in range(0, min(len(rows), LOOKUP_LIMIT), LOOKUP_CHUNK):
+        chunk = rows[i : i + LOOKUP_CHUNK]
+        if best is not None and all(r.created_at >= best[0] for r in chunk):
             break
-        newest = store.newest_event_at([r.task_id for r in chunk])
-        for r in chunk:
-            since = max(r.created_at, newest.get(r.task_id, r.created_at))
-            if best is None or since < best[0]:
-                best = (since, r.task_id)
-        i += LOOKUP_CHUNK
+        best = _earliest(store, chunk, best)
     return best if best is not None else (rows[0].created_at, rows[0].task_id)
