@@ -357,7 +357,8 @@ class Passes:
         watchers = enabled_watchers(settings, self.probe)
         now = datetime.now(UTC)
         due: dict[tuple[str, str], float] = {}
-        slugs = unique_slugs(paths)
+        self.know(paths)  # named before any job can run
+        slugs = self.slugs
         for watcher, offset in first_tick_offsets(watchers):
             interval, jitter = interval_of(settings, watcher.name)
             first = now + timedelta(seconds=offset)
@@ -390,8 +391,6 @@ class Passes:
                 next_run_time=first + timedelta(seconds=interval),
             )
         with self.lock:
-            self.paths = tuple(paths)
-            self.slugs = slugs
             self.due = due
             if not self.jobs:
                 self.first_round.set()  # nothing to run: nothing to wait for
