@@ -49,6 +49,7 @@ from bench.measure.daemon import (
     wait_first_round,
 )
 from bench.measure.distress import bench_distress
+from bench.measure.floor import empty_board_daemon, libraries_alone
 from bench.measure.heal import kill_and_measure
 from bench.measure.hermes import bench_hermes
 from bench.measure.machine import machine_facts
@@ -199,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if res["shutdown"]["exit_code"] != 0:
             problems.append(f"daemon exit code {res['shutdown']['exit_code']}")
+        with phases.phase("6b memory floor: the libraries alone, the daemon on an empty board"):
+            res["floor"] = {"libraries": libraries_alone(), "empty_board": empty_board_daemon(tmp)}
         if args.fleet:
             with phases.phase("7 fleet: 101 boards idle, 1,000 boards"):
                 res["fleet"] = fleet_collect(fleet_parser().parse_args([]))

@@ -50,6 +50,10 @@ def at_most(
     )
 
 
+def _mib(kib: int | None) -> float | None:
+    return kib / 1024 if kib else None
+
+
 def report(res: dict[str, Any], out: Path) -> None:
     tick, herm, heal, rss = (res.get(k, {}) for k in ("tick", "hermes", "heal", "rss"))
     dist = res.get("distress", {})
@@ -58,7 +62,8 @@ def report(res: dict[str, Any], out: Path) -> None:
     ratio = None
     if tick.get("median_ms") and herm.get("median_ms"):
         ratio = herm["median_ms"] / tick["median_ms"]
-    rss_mib = rss["vmrss_kib"] / 1024 if rss.get("vmrss_kib") else None
+    rss_mib = _mib(rss.get("vmrss_kib"))
+    floor = res.get("floor", {})
     unch = res.get("unchanged", {})
     hermes_ms = fmt(herm.get("median_ms"), "ms", 2)
     checks: list[Row] = [
@@ -155,6 +160,18 @@ def report(res: dict[str, Any], out: Path) -> None:
             1,
             TARGET_RSS_MB,
             "rss_mib",
+        ),
+        shown(
+            "  the same daemon on an empty board, VmRSS after 30 s",
+            _mib(floor.get("empty_board", {}).get("vmrss_kib")),
+            "MiB",
+            1,
+        ),
+        shown(
+            "  its libraries alone, in use (no board, no watcher code)",
+            _mib(floor.get("libraries", {}).get("vmrss_kib")),
+            "MiB",
+            1,
         ),
     ]
     fres = res.get("fleet")

@@ -14,6 +14,7 @@ and ignored (the next source decides).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ class BodyBudgets:
     problems: tuple[str, ...] = ()  # the malformed lines, quoted
 
 
+NO_BODY_BUDGETS = BodyBudgets()
+
+
 def parse_body(body: str | None) -> BodyBudgets:
     time_s: float | None = None
     iterations: int | None = None
@@ -73,6 +77,8 @@ def parse_body(body: str | None) -> BodyBudgets:
             iterations = int(raw)
         elif kind.startswith("attempt") and attempts is None:
             attempts = int(raw)
+    if time_s is None and iterations is None and attempts is None and not problems:
+        return NO_BODY_BUDGETS  # most bodies: one shared value, not one per task
     return BodyBudgets(time_s, iterations, attempts, tuple(problems))
 
 
@@ -89,10 +95,22 @@ class Budgets:
     attempts: Budget | None
 
 
+@functools.lru_cache(maxsize=4096)
+def _budget(value: float, source: str) -> Budget:
+    """Budgets are values a board's tasks share by the thousand (the same global or
+    profile figure): one object each, so following many tasks costs little memory."""
+    return Budget(value, source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _budgets(time: Budget | None, iterations: Budget | None, attempts: Budget | None) -> Budgets:
+    return Budgets(time, iterations, attempts)
+
+
 def _first(*options: tuple[float | None, str]) -> Budget | None:
     for value, source in options:
         if value is not None and value > 0:
-            return Budget(float(value), source)
+            return _budget(float(value), source)
     return None
 
 
@@ -111,20 +129,20 @@ def resolve(
     global_attempts: int | None,
 ) -> Budgets:
     p = f"profile:{profile}"
-    return Budgets(
-        time=_first(
+    return _budgets(
+        _first(
             (max_runtime_seconds, "hermes:max_runtime_seconds"),
             (body.time_seconds, "body"),
             (profile_time, p),
             (global_time, "global"),
         ),
-        iterations=_first(
+        _first(
             (goal_max_turns, "hermes:goal_max_turns"),
             (body.iterations, "body"),
             (profile_iterations, p),
             (global_iterations, "global"),
         ),
-        attempts=_first(
+        _first(
             (max_retries, "hermes:max_retries"),
             (body.attempts, "body"),
             (profile_attempts, p),

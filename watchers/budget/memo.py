@@ -4,7 +4,8 @@ reads once from a task's body (the bullet lines a split could follow)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 
 from watchers.budget.budgets import BodyBudgets, Budgets, parse_body
 from watchers.budget.decide import Failure
@@ -50,7 +51,7 @@ class Row:
 class Memo:
     row: Row | None = None
     budgets: Budgets | None = None  # resolved from the row and settings; None: resolve again
-    attempt_runs: set[int] = field(default_factory=set)  # rate-limited requeues excluded
+    attempt_runs: set[int] | None = None  # rate-limited requeues excluded; None: none yet
     last_attempt_at: int | None = None
     last_attempt_event: int | None = None
     failures: dict[int, Failure] | None = None  # by run id
@@ -63,7 +64,16 @@ class Memo:
 
     @property
     def attempts(self) -> int:
-        return len(self.attempt_runs)
+        return len(self.attempt_runs) if self.attempt_runs else 0
+
+    def attempted(self, run_id: int) -> None:
+        if self.attempt_runs is None:
+            self.attempt_runs = set()
+        self.attempt_runs.add(run_id)
+
+    def not_attempted(self, run_id: int) -> None:
+        if self.attempt_runs:
+            self.attempt_runs.discard(run_id)
 
     def fail(self, run_id: int, failure: Failure) -> None:
         if self.failures is None:
@@ -71,14 +81,18 @@ class Memo:
         self.failures[run_id] = failure
 
     def restart_episode(self) -> None:
-        self.attempt_runs.clear()
+        self.attempt_runs = None
         self.last_attempt_at = self.last_attempt_event = None
         self.failures = None
         self.resets, self.last_reset_at, self.last_reset_event = 0, None, None
 
 
 def failure(text: str, at: float, event_id: int | None = None) -> Failure:
-    return Failure(fingerprint(text), one_line(text, FAILURE_TEXT_KEPT), at, event_id)
+    # Failures repeat across a board's tasks (the same provider error, the same test):
+    # their fingerprint and quoted text are shared strings, kept once.
+    return Failure(
+        sys.intern(fingerprint(text)), sys.intern(one_line(text, FAILURE_TEXT_KEPT)), at, event_id
+    )
 
 
 _SCOPE_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.{3,160}?)\s*$", re.MULTILINE)

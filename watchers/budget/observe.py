@@ -13,7 +13,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import replace
 
-from watchers.budget.budgets import BodyBudgets, Budgets, resolve
+from watchers.budget.budgets import NO_BODY_BUDGETS, Budgets, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, over_budget, unanswered
 from watchers.budget.memo import Memo, Row, failure, scope_lines
 from watchers.budget.progress import WORK_KINDS, ProgressTracker, Stall, no_progress_limit
@@ -96,7 +96,7 @@ class BudgetObserver:
                 memo.restart_episode()
                 continue
             if outcome != "rate_limited":  # a quota wall is not the task burning its budget
-                memo.attempt_runs.add(run_id)
+                memo.attempted(run_id)
             memo.last_attempt_at = started
             if outcome in FAILURE_OUTCOMES and error:
                 memo.fail(run_id, failure(error, float(started)))
@@ -162,11 +162,11 @@ class BudgetObserver:
             if counting_attempts:
                 memo.last_attempt_at = ev.created_at
                 if ev.run_id is not None:
-                    memo.attempt_runs.add(ev.run_id)
+                    memo.attempted(ev.run_id)
                     self.heartbeats[ev.run_id] = 0
         elif ev.kind == "rate_limited":
             if ev.run_id is not None:
-                memo.attempt_runs.discard(ev.run_id)
+                memo.not_attempted(ev.run_id)
         elif ev.kind in _FAILURE_KINDS:
             text = ev.run_error or str(ev.payload.get("error") or "")
             if ev.run_id is not None and text:
@@ -201,7 +201,7 @@ class BudgetObserver:
                 max_runtime_seconds=row.max_runtime_seconds if row else None,
                 goal_max_turns=row.goal_max_turns if row else None,
                 max_retries=row.max_retries if row else None,
-                body=row.body if row else BodyBudgets(),
+                body=row.body if row else NO_BODY_BUDGETS,
                 profile=row.assignee if row else None,
                 profile_time=profile.time_budget_seconds if profile else None,
                 profile_iterations=profile.iteration_budget if profile else None,

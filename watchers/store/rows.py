@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,16 @@ def _opt_text(row: Sequence[Any], index: int, name: str) -> str | None:
     raise _Malformed(f"{name} has an unexpected type")
 
 
+def _opt_name(row: Sequence[Any], index: int, name: str) -> str | None:
+    """A short text a board repeats thousands of times (a status, a profile, an event
+    kind): one shared string per value, so what is kept between passes stays small."""
+    value = _opt_text(row, index, name)
+    return sys.intern(value) if value is not None and len(value) <= _NAME_INTERNED else value
+
+
+_NAME_INTERNED = 64
+
+
 def _opt_float(row: Sequence[Any], index: int) -> float | None:
     """Lenient: a fingerprint we cannot read is treated as absent, not as malformed."""
     value = row[index]
@@ -165,7 +176,9 @@ def _well_typed_running(row: Sequence[Any]) -> RunningTask | None:
         return None
     return RunningTask(
         task_id=tid,
-        assignee=assignee,
+        assignee=assignee
+        if assignee is None or len(assignee) > _NAME_INTERNED
+        else sys.intern(assignee),
         claim_lock=lock,
         claim_expires=row[3],
         worker_pid=row[4],
@@ -271,11 +284,11 @@ def _event_row(row: Sequence[Any], payload: dict[str, Any]) -> EventRow | None:
         return EventRow(
             event_id=_req_int(row, 0, "task_events.id"),
             task_id=_task_id(row[1:]),
-            kind=_opt_text(row, 2, "kind") or "",
+            kind=_opt_name(row, 2, "kind") or "",
             created_at=_req_int(row, 3, "created_at"),
             payload=payload,
-            run_profile=_opt_text(row, 5, "profile"),
-            run_outcome=_opt_text(row, 6, "outcome"),
+            run_profile=_opt_name(row, 5, "profile"),
+            run_outcome=_opt_name(row, 6, "outcome"),
             run_error=_opt_text(row, 7, "error"),
             run_id=_opt_int(row, 8, "run_id"),
         )

@@ -18,6 +18,7 @@ from watchers.store.rows import (
     _Malformed,
     _opt_float,
     _opt_int,
+    _opt_name,
     _opt_text,
     _req_int,
     _task_id,
@@ -73,7 +74,7 @@ class TaskReads(Connection):
                 tasks.append(
                     RunningTask(
                         task_id=task_id,
-                        assignee=_opt_text(row, 1, "assignee"),
+                        assignee=_opt_name(row, 1, "assignee"),
                         claim_lock=_opt_text(row, 2, "claim_lock"),
                         claim_expires=_opt_int(row, 3, "claim_expires"),
                         worker_pid=pid,
@@ -171,8 +172,8 @@ class TaskReads(Connection):
                 out.append(
                     BudgetRow(
                         task_id=_task_id(row),
-                        status=_opt_text(row, 1, "status") or "",
-                        assignee=_opt_text(row, 2, "assignee"),
+                        status=_opt_name(row, 1, "status") or "",
+                        assignee=_opt_name(row, 2, "assignee"),
                         body=_opt_text(row, 3, "body") or "",
                         max_runtime_seconds=_opt_int(row, 4, "max_runtime_seconds"),
                         goal_max_turns=_opt_int(row, 5, "goal_max_turns"),
