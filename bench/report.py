@@ -113,7 +113,7 @@ def report(res: dict[str, Any], out: Path) -> None:
             "dispatcher_pass_median_ms",
         ),
         at_most(
-            "dispatcher pass, no claim for stall_seconds, median",
+            "dispatcher pass, stalled board, median",
             new.get("dispatcher_stalled_read", {}).get("median_ms"),
             "ms",
             3,
@@ -162,13 +162,13 @@ def report(res: dict[str, Any], out: Path) -> None:
             "rss_mib",
         ),
         shown(
-            "  the same daemon on an empty board, VmRSS after 30 s",
+            "  the same daemon, empty board, after 30 s",
             _mib(floor.get("empty_board", {}).get("vmrss_kib")),
             "MiB",
             1,
         ),
         shown(
-            "  its libraries alone, in use (no board, no watcher code)",
+            "  its libraries alone, in use, no board",
             _mib(floor.get("libraries", {}).get("vmrss_kib")),
             "MiB",
             1,
