@@ -4,7 +4,6 @@ reads once from a task's body (the bullet lines a split could follow)."""
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 
 from watchers.budget.budgets import BodyBudgets, Budgets, parse_body
@@ -12,6 +11,7 @@ from watchers.budget.decide import Failure
 from watchers.budget.fingerprint import FAILURE_TEXT_KEPT, fingerprint
 from watchers.cards import one_line, scope_exclusions
 from watchers.store.board import BudgetRow
+from watchers.store.rows import shared
 
 
 @dataclass(slots=True)
@@ -91,7 +91,7 @@ def failure(text: str, at: float, event_id: int | None = None) -> Failure:
     # Failures repeat across a board's tasks (the same provider error, the same test):
     # their fingerprint and quoted text are shared strings, kept once.
     return Failure(
-        sys.intern(fingerprint(text)), sys.intern(one_line(text, FAILURE_TEXT_KEPT)), at, event_id
+        shared(fingerprint(text)), shared(one_line(text, FAILURE_TEXT_KEPT)), at, event_id
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +93,36 @@ def _opt_text(row: Sequence[Any], index: int, name: str) -> str | None:
     raise _Malformed(f"{name} has an unexpected type")
 
 
+SHARED_MAX = 2048
+"""Texts the sharing table holds at most; emptied when full."""
+
+SHARED_MAX_CHARS = 256
+"""Longer texts are never shared (a failure is quoted to 240 characters)."""
+
+_shared: dict[str, str] = {}
+
+
+def shared(text: str) -> str:
+    """One string object per value for texts a board repeats by the thousand (statuses,
+    profiles, event kinds, failure texts), so what is kept between passes stays small.
+    Boards are untrusted and may make up any number of such texts: the table is bounded
+    in entries and length and emptied when full (what holds a text keeps it). Not
+    `sys.intern`, whose strings Python 3.12 never frees."""
+    if len(text) > SHARED_MAX_CHARS:
+        return text
+    found = _shared.get(text)
+    if found is not None:
+        return found
+    if len(_shared) >= SHARED_MAX:
+        _shared.clear()
+    _shared[text] = text
+    return text
+
+
 def _opt_name(row: Sequence[Any], index: int, name: str) -> str | None:
-    """A short text a board repeats thousands of times (a status, a profile, an event
-    kind): one shared string per value, so what is kept between passes stays small."""
+    """`_opt_text` of a text a board repeats (a status, a profile, an event kind), shared."""
     value = _opt_text(row, index, name)
-    return sys.intern(value) if value is not None and len(value) <= _NAME_INTERNED else value
-
-
-_NAME_INTERNED = 64
+    return None if value is None else shared(value)
 
 
 def _opt_float(row: Sequence[Any], index: int) -> float | None:
@@ -176,9 +197,7 @@ def _well_typed_running(row: Sequence[Any]) -> RunningTask | None:
         return None
     return RunningTask(
         task_id=tid,
-        assignee=assignee
-        if assignee is None or len(assignee) > _NAME_INTERNED
-        else sys.intern(assignee),
+        assignee=None if assignee is None else shared(assignee),
         claim_lock=lock,
         claim_expires=row[3],
         worker_pid=row[4],
