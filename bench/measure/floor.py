@@ -10,14 +10,14 @@ and closed. It holds no board, no watcher and none of this project's code.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import _die_with_parent, watchers_argv
+from bench.common import watchers_argv
+from bench.measure.daemon import start_daemon, stop_daemon
 from bench.procfs import kib, proc_status
 
 SETTLE_S = 30.0  # the empty-board daemon's age when its RSS is read (first round long done)
@@ -83,36 +83,19 @@ def empty_board_daemon(tmp: Path) -> dict[str, Any]:
     subprocess.run([*watchers_argv(), "init-board", str(board)], check=True, capture_output=True)
     config = tmp / "empty" / "watchers.toml"
     config.write_text("# defaults\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WATCHERS_")}
-    log_path = tmp / "empty" / "daemon.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*watchers_argv(), "run", "--board", str(board), "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run in the benchmark
-        )
-    started = time.monotonic()
+    d = start_daemon(board, config, tmp / "empty" / "daemon.log")
     try:
-        deadline = started + FIRST_ROUND_TIMEOUT_S
-        while time.monotonic() < deadline and proc.poll() is None:
-            if b"first round done" in log_path.read_bytes():
+        deadline = d.started_mono + FIRST_ROUND_TIMEOUT_S
+        while time.monotonic() < deadline and d.proc.poll() is None:
+            if b"first round done" in d.log_path.read_bytes():
                 break
             time.sleep(0.2)
-        time.sleep(max(0.0, started + SETTLE_S - time.monotonic()))
-        st = proc_status(proc.pid) if proc.poll() is None else {}
+        time.sleep(max(0.0, d.started_mono + SETTLE_S - time.monotonic()))
+        st = proc_status(d.proc.pid) if d.proc.poll() is None else {}
         return {
             "vmrss_kib": kib(st.get("VmRSS")),
-            "after_s": round(time.monotonic() - started, 1),
+            "after_s": round(time.monotonic() - d.started_mono, 1),
             "threads": int(st.get("Threads", "0")),
         }
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_daemon(d)
