@@ -236,7 +236,7 @@ class Passes:
             ):
                 report = self._run_job(job, settings)
             job.full += 1
-            if report.duration_seconds >= BIG_PASS_SECONDS:
+            if report.duration_seconds >= BIG_PASS_SECONDS or report.outcomes:
                 trim_heap()
             job.version = version if report.ok else None
             if report.ok:

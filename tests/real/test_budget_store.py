@@ -78,3 +78,35 @@ def test_a_malformed_budget_line_is_reported_once_ever(board, dispatcher):
     assert len(events(board, task, "budget_malformed")) == 1
     comments = rows(board, "SELECT body FROM task_comments WHERE task_id = ?", (task,))
     assert sum("could not read" in c[0] for c in comments) == 1
+
+
+def test_quiet_tasks_are_forgotten_and_recalled_with_their_history(board, dispatcher):
+    """Only the live part of a board is held between passes; a task named again by an
+    event is rebuilt from its history, so attempts made before it was forgotten count."""
+    quiet = dispatcher.create_task("Flaky", "coder", body="Attempt budget: 3")
+    dispatcher.record_give_up(quiet, ["exit 1", "exit 1"], at=int(time.time()) - 500)
+    live = dispatcher.create_task("Busy", "coder")
+    dispatcher.claim(live)
+    dispatcher.start_worker(live)
+    watcher = Budget(StaticProbe())
+    assert budget_tick(board, watcher).outcomes == ()  # 2 of 3 attempts: nothing to say
+    observer = watcher._observers.peek(board)
+    assert observer is not None and set(observer.memos) == {live}
+    dispatcher.record_give_up(quiet, ["exit 1"], at=int(time.time()) - 5)
+    [card] = budget_tick(board, watcher).outcomes
+    assert card.action.kind.value == "card" and card.action.task_id == quiet
+    evidence = card.action.evidence  # the two attempts made before it was forgotten count
+    assert (evidence["attempts"], evidence["failures"]) == (3, 3)
+    assert budget_tick(board, watcher).outcomes == ()
+    assert set(observer.memos) == {live}  # answered: forgotten again
+
+
+def test_a_reload_weighs_forgotten_tasks_against_the_new_budgets(board, dispatcher):
+    quiet = dispatcher.create_task("Flaky", "coder")
+    dispatcher.record_give_up(quiet, ["exit 1", "exit 1"], at=int(time.time()) - 500)
+    watcher = Budget(StaticProbe())
+    loose = Settings.model_validate({"budget": {"attempt_budget": 5}})
+    assert budget_tick(board, watcher, loose).outcomes == ()
+    tight = Settings.model_validate({"budget": {"attempt_budget": 2}})
+    [card] = budget_tick(board, watcher, tight).outcomes
+    assert card.action.kind.value == "card" and card.action.task_id == quiet

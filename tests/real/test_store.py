@@ -343,6 +343,25 @@ def test_a_task_caused_crash_loop_is_never_reset(board, dispatcher):
     assert tick(board, settings(reset_backoff_base_seconds=0)).outcomes == ()
 
 
+def test_a_task_caused_give_up_holds_no_history_between_passes(board, dispatcher):
+    """Left blocked until an event names it: its failures are not kept in memory; a later
+    infrastructure give-up of the same task is read and reset as usual."""
+    task = dispatcher.create_task("buggy", "alice")
+    now = int(time.time())
+    give_up(board, task, ["pid 1 exited with code 1"], at=now - 999)
+    healer = AutoHeal(ProcessProbe())
+    s = settings(reset_backoff_base_seconds=0)
+    try:
+        assert tick(board, s, healer=healer).outcomes == ()
+        observer = healer._observers.peek(board)
+        assert observer is not None and task in observer.quiet and not observer.history
+        give_up(board, task, ["pid 2 killed by signal 9"], at=now - 5)
+        [outcome] = tick(board, s, healer=healer).outcomes
+        assert outcome.applied and outcome.action.task_id == task
+    finally:
+        healer.probe.close()
+
+
 def test_a_reset_keeps_the_task_waiting_for_unfinished_parents(board, dispatcher):
     """As Hermes's unblock does: with an open parent the task goes to todo, not ready."""
     parent = dispatcher.create_task("parent", "alice")

@@ -9,6 +9,7 @@ import pytest
 from watchers.budget.budgets import BodyBudgets, parse_body, parse_duration, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, Failure, decide, next_deadline
 from watchers.budget.fingerprint import fingerprint, normalize
+from watchers.budget.memo import SMALL, Memo
 from watchers.cards import CardState, SourceTask
 from watchers.model import ActionKind
 from watchers.settings import Settings
@@ -235,3 +236,21 @@ def test_with_route_creator_the_card_goes_to_the_creating_profile_when_known():
     assert card.plan["assignee"] == "orchestrator"
     [card] = decide(known, S, NOW)  # the default route
     assert card.plan["assignee"] == "orchestrator"
+
+
+def test_a_memo_counts_each_attempt_once_whether_few_or_many():
+    memo = Memo()
+    for run in (1, 2, 2, 3):
+        memo.attempted(run)
+    memo.not_attempted(2)
+    memo.not_attempted(99)
+    assert memo.attempts == 2
+    for run in range(100, 100 + 2 * SMALL):
+        memo.attempted(run)
+    memo.attempted(100)
+    memo.not_attempted(1)
+    assert memo.attempts == 1 + 2 * SMALL
+    single = Memo()
+    single.attempted(7)
+    single.not_attempted(7)
+    assert single.attempts == 0

@@ -247,6 +247,10 @@ class BoardObserver:
                 lane=hist.lane,
             )
             until = quiet_until(loop, s, now, classifier)
+            if until == math.inf:
+                # the task's own failures: nothing to do until an event names it, so its
+                # history is not held (read again at the periodic look, if still blocked)
+                self.history.pop(key, None)
             if until > now:
                 self.quiet[task_id] = (ev.event_id, until)
             else:

@@ -47,11 +47,17 @@ class Row:
         )
 
 
+SMALL = 8
+"""Attempts a memo keeps in a tuple before it switches to a set."""
+
+
 @dataclass(slots=True)
 class Memo:
     row: Row | None = None
     budgets: Budgets | None = None  # resolved from the row and settings; None: resolve again
-    attempt_runs: set[int] | None = None  # rate-limited requeues excluded; None: none yet
+    # run ids of the attempts, rate-limited requeues excluded; None: none yet. A tuple while
+    # short (a set of one costs 216 bytes, a tuple 48), a set beyond SMALL.
+    attempt_runs: tuple[int, ...] | set[int] | None = None
     last_attempt_at: int | None = None
     last_attempt_event: int | None = None
     failures: dict[int, Failure] | None = None  # by run id
@@ -67,13 +73,20 @@ class Memo:
         return len(self.attempt_runs) if self.attempt_runs else 0
 
     def attempted(self, run_id: int) -> None:
-        if self.attempt_runs is None:
-            self.attempt_runs = set()
-        self.attempt_runs.add(run_id)
+        runs = self.attempt_runs
+        if runs is None:
+            self.attempt_runs = (run_id,)
+        elif isinstance(runs, set):
+            runs.add(run_id)
+        elif run_id not in runs:
+            self.attempt_runs = (*runs, run_id) if len(runs) < SMALL else {*runs, run_id}
 
     def not_attempted(self, run_id: int) -> None:
-        if self.attempt_runs:
-            self.attempt_runs.discard(run_id)
+        runs = self.attempt_runs
+        if isinstance(runs, set):
+            runs.discard(run_id)
+        elif runs and run_id in runs:
+            self.attempt_runs = tuple(r for r in runs if r != run_id) or None
 
     def fail(self, run_id: int, failure: Failure) -> None:
         if self.failures is None:

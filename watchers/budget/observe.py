@@ -1,197 +1,95 @@
 """Builds the iteration-budget snapshot of a board: the I/O half of a tick.
 
-Per board it keeps, for every task not done: its budget fields (re-read when an event
-says the task changed), attempts and failure fingerprints since its last completion,
-auto-heal's resets, its re-blocks, and the warnings and notes already written. The
-first tick reads them from one consistent snapshot of the board; later ticks follow
-the event log from there, and heartbeats are counted per attempt as they arrive.
+The first pass weighs every open task once, a page of tasks at a time, and keeps what
+a later pass needs (`memory`): the running tasks and the overruns not answered yet.
+Later passes follow the event log from the cursor; a task an event names is recalled
+from its history first, and heartbeats are counted per attempt as they arrive.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from watchers.budget.budgets import NO_BODY_BUDGETS, Budgets, resolve
 from watchers.budget.decide import BudgetSnapshot, BudgetTask, over_budget, unanswered
-from watchers.budget.memo import Memo, Row, failure, scope_lines
-from watchers.budget.progress import WORK_KINDS, ProgressTracker, Stall, no_progress_limit
-from watchers.cards import CardIndex, SourceTask
-from watchers.hermes.events import LANE_EPISODE_KINDS, STATE_KINDS_NEWER
+from watchers.budget.memo import Memo, Row, scope_lines
+from watchers.budget.memory import FOLLOWED, NO_MEMO_KINDS, BudgetMemory
+from watchers.budget.progress import Stall, no_progress_limit
+from watchers.cards import CardIndex, CardState, SourceTask
 from watchers.hermes.profiles import ProfileReader, hermes_root
 from watchers.hermes.workspace import touched_files, workspace_fingerprint, workspace_state
-from watchers.model import FAILURE_OUTCOMES, RunningTask, SkippedRow
+from watchers.model import RunningTask, SkippedRow
 from watchers.process import trim_heap
 from watchers.settings import Settings
-from watchers.store.board import (
-    AUTHOR,
-    BUDGET_MALFORMED,
-    BUDGET_WARNING,
-    BoardStore,
-    EventRow,
-)
-
-FOLLOWED = (
-    "created",
-    "rate_limited",
-    "claimed",
-    "completed",
-    "archived",
-    "edited",
-    "assigned",
-    "blocked",
-    "unblocked",
-    "heartbeat",
-    "crashed",
-    "timed_out",
-    "spawn_failed",
-    "gave_up",
-    BUDGET_WARNING,
-    BUDGET_MALFORMED,
-    *STATE_KINDS_NEWER,
-    *WORK_KINDS,
-)
-_FAILURE_KINDS = ("crashed", "timed_out", "spawn_failed", "gave_up")
+from watchers.store.board import BoardStore
 
 
-class BudgetObserver:
+class BudgetObserver(BudgetMemory):
     """Tasks are weighed again only when something may have changed for them: an event
     touched them, one of their overruns is still unanswered, or their running attempt
     is near a warning threshold. Everything else costs nothing per tick."""
 
     def __init__(self) -> None:
-        self.cursor: int | None = None
-        self.memos: dict[str, Memo] = {}
-        self.heartbeats: dict[int, int] = {}  # run id -> heartbeats so far
-        self.heartbeat_events: dict[int, int] = {}  # run id -> its latest heartbeat event
-        self.dirty: set[str] = set()  # rows to read again
-        self.touched: set[str] = set()  # to weigh again
-        self.pending: set[str] = set()  # an overrun or a problem not answered yet
+        super().__init__()
         self.cards = CardIndex()
-        self.progress = ProgressTracker()
         self.reader: ProfileReader | None = None
         self._settings: tuple[object, object] | None = None
 
-    # -- memory ------------------------------------------------------------------
-
-    def _memo(self, task_id: str) -> Memo:
-        memo = self.memos.get(task_id)
-        if memo is None:
-            memo = self.memos[task_id] = Memo()
-            self.dirty.add(task_id)
-        self.touched.add(task_id)
-        return memo
-
-    def _load(self, store: BoardStore, running: list[RunningTask]) -> None:
-        restarted: set[str] = set()
+    def _load(
+        self,
+        store: BoardStore,
+        running: list[RunningTask],
+        s: Settings,
+        now: float,
+        cards: Mapping[tuple[str, str], CardState],
+    ) -> None:
+        """The first pass: every open task is weighed once, a page of tasks at a time, and
+        only what a later pass needs is kept (running tasks, unanswered overruns):
+        memory follows the live part of the board, not its history."""
         # No snapshot held across the load (a long read would cut Hermes's checkpoints
         # short): the event cursor is taken first and the events read are bounded by it;
         # what changes meanwhile is replayed from the cursor by the next tick, and every
-        # step below is idempotent for a row read twice.
+        # step of `_recall` is idempotent for a row read twice.
         cursor = store.max_event_id()
-        for task_id, run_id, started, outcome, error in store.runs_of_open_tasks():
-            memo = self.memos.get(task_id) or self.memos.setdefault(task_id, Memo())
-            if outcome == "completed":
-                memo.restart_episode()
-                continue
-            if outcome != "rate_limited":  # a quota wall is not the task burning its budget
-                memo.attempted(run_id)
-            memo.last_attempt_at = started
-            if outcome in FAILURE_OUTCOMES and error:
-                memo.fail(run_id, failure(error, float(started)))
-        for r in store.budget_rows(budget_bodies_only=True):
-            row = Row.of(r)
-            if r.task_id in self.memos:
-                self.memos[r.task_id].row = row
-            elif row.worth_following:
-                self.memos[r.task_id] = Memo(row=row)
-        for ev in store.events_of_open_tasks(
-            (
-                "unblocked",
-                "blocked",
-                "claimed",
-                "rate_limited",
-                *_FAILURE_KINDS,
-                BUDGET_WARNING,
-                BUDGET_MALFORMED,
-                *LANE_EPISODE_KINDS,
-            ),
-            cursor,
-        ):
-            followed = self.memos.get(ev.task_id)
-            if followed is None:
-                continue  # nothing this watcher follows
-            if ev.kind in LANE_EPISODE_KINDS:
-                restarted.add(ev.task_id)  # the runs read above were of another episode
-            elif ev.kind in _FAILURE_KINDS and ev.task_id not in restarted:
-                # the runs gave the text; the event gives the order
-                if followed.failures and ev.run_id in followed.failures:
-                    known = followed.failures[ev.run_id]
-                    followed.failures[ev.run_id] = replace(known, event_id=ev.event_id)
-                continue
-            self._apply(ev, counting_attempts=ev.task_id in restarted)
+        live = {t.task_id for t in running}
+        for ids in store.open_task_pages():
+            self._recall(store, ids, cursor)
+            for task_id in ids:
+                memo = self.memos.get(task_id)
+                if memo is None or task_id in live:
+                    continue
+                if self._cold(task_id, memo, s, now, cards):
+                    self._forget(task_id)
         runs = [t.current_run_id for t in running if t.current_run_id is not None]
         counted = store.heartbeat_counts(runs, cursor) if runs else {}
         self.heartbeats = {r: n for r, (n, _) in counted.items()}
         self.heartbeat_events = {r: last for r, (_, last) in counted.items()}
         self.cursor = cursor
-        self.dirty = {t for t, m in self.memos.items() if m.row is None}
         self.touched = set(self.memos)
         gc.collect()  # the first load read every open task once: give that memory back
         trim_heap()
 
-    def _apply(self, ev: EventRow, *, counting_attempts: bool = True) -> None:
-        self.progress.event(ev)
-        if ev.kind in WORK_KINDS:
-            return
-        if ev.kind == "heartbeat":
-            if ev.run_id is not None:
-                self.heartbeats[ev.run_id] = self.heartbeats.get(ev.run_id, 0) + 1
-                self.heartbeat_events[ev.run_id] = ev.event_id
-            return
-        if ev.kind in ("completed", "archived"):
-            self.memos.pop(ev.task_id, None)
-            self.dirty.discard(ev.task_id)
-            self.touched.discard(ev.task_id)
-            self.pending.discard(ev.task_id)
-            return
-        memo = self._memo(ev.task_id)
-        if ev.kind == "claimed":
-            memo.last_attempt_event = ev.event_id
-            if counting_attempts:
-                memo.last_attempt_at = ev.created_at
-                if ev.run_id is not None:
-                    memo.attempted(ev.run_id)
-                    self.heartbeats[ev.run_id] = 0
-        elif ev.kind == "rate_limited":
-            if ev.run_id is not None:
-                memo.not_attempted(ev.run_id)
-        elif ev.kind in _FAILURE_KINDS:
-            text = ev.run_error or str(ev.payload.get("error") or "")
-            if ev.run_id is not None and text:
-                memo.fail(ev.run_id, failure(text, float(ev.created_at), ev.event_id))
-        elif ev.kind == "unblocked":
-            if ev.payload.get("by") == AUTHOR and ev.payload.get("reset"):
-                memo.resets += 1
-                memo.last_reset_at = ev.created_at
-                memo.last_reset_event = ev.event_id
-            self.dirty.add(ev.task_id)
-        elif ev.kind == "blocked":
-            memo.last_block_at = ev.created_at
-            self.dirty.add(ev.task_id)
-        elif ev.kind == BUDGET_WARNING:
-            if ev.payload.get("by") == AUTHOR and ev.run_id is not None:
-                memo.warned = (memo.warned or set()) | {(ev.run_id, str(ev.payload.get("budget")))}
-        elif ev.kind == BUDGET_MALFORMED:
-            if ev.payload.get("by") == AUTHOR:
-                memo.reported = (memo.reported or set()) | {str(ev.payload.get("line"))}
-        elif ev.kind in LANE_EPISODE_KINDS:
-            # into or out of review (newer Hermes): what follows is another episode
-            memo.restart_episode()
-            self.dirty.add(ev.task_id)
-        else:  # created, edited, assigned, newer state changes: the fields may have changed
-            self.dirty.add(ev.task_id)
+    def _problems(self, memo: Memo) -> tuple[str, ...]:
+        if memo.row is None:
+            return ()
+        return tuple(p for p in memo.row.body.problems if p not in (memo.reported or ()))
+
+    def _cold(
+        self,
+        task_id: str,
+        memo: Memo,
+        s: Settings,
+        now: float,
+        cards: Mapping[tuple[str, str], CardState],
+    ) -> bool:
+        """Not running, and nothing to answer: nothing a later pass needs from its memo
+        until an event names the task again (and then it is recalled)."""
+        if memo.row is None or self._problems(memo):
+            return False
+        weighed = self._task(task_id, memo, None, (), s)
+        return unanswered(over_budget(weighed, s, now), cards, task_id) is None
 
     def _budgets(self, memo: Memo, s: Settings) -> Budgets:
         if memo.budgets is None:
@@ -219,12 +117,28 @@ class BudgetObserver:
     ) -> tuple[BudgetSnapshot, list[SkippedRow]]:
         running, skipped = store.running_tasks()
         self.progress.sync(running, now)
+        if self._settings is not None and self._settings != (s.budget, s.profiles):
+            self._restart()  # new budgets: a task forgotten may be over them
+        self._settings = (s.budget, s.profiles)
+        cards = self.cards.refresh(store)
         if self.cursor is None:
-            self._load(store, running)
+            self._load(store, running, s, now, cards)
         else:
-            for ev in store.events_with_runs_after(self.cursor, FOLLOWED):
+            events = store.events_with_runs_after(self.cursor, FOLLOWED)
+            named = {e.task_id for e in events if e.kind not in NO_MEMO_KINDS} - self.memos.keys()
+            if named:
+                self._recall(store, sorted(named), self.cursor)  # history before these events
+            for ev in events:
                 self.cursor = max(self.cursor, ev.event_id)
                 self._apply(ev)
+        missing = [t.task_id for t in running if t.task_id not in self.memos]
+        if missing and self.cursor is not None:
+            self._recall(store, missing, self.cursor)
+            for task_id in missing:
+                if task_id not in self.memos:
+                    self.memos[task_id] = Memo()
+                    self.dirty.add(task_id)
+                self.touched.add(task_id)
         if self.dirty:
             found = {r.task_id: r for r in store.budget_rows(sorted(self.dirty))}
             for task_id in self.dirty:
@@ -236,16 +150,6 @@ class BudgetObserver:
                     memo.row, memo.budgets = Row.of(r), None
                     self.touched.add(task_id)
             self.dirty.clear()
-        if (
-            self._settings is None
-            or self._settings[0] is not s.budget
-            or self._settings[1] is not s.profiles
-        ):
-            self._settings = (s.budget, s.profiles)  # a reload: resolve every budget again
-            for memo in self.memos.values():
-                memo.budgets = None
-            self.touched |= set(self.memos)
-        cards = self.cards.refresh(store)
         live_runs = {t.current_run_id for t in running}
         if len(self.heartbeats) > len(live_runs):
             self.heartbeats = {r: n for r, n in self.heartbeats.items() if r in live_runs}
@@ -269,11 +173,7 @@ class BudgetObserver:
         for task_id in sorted(weigh):
             memo = self.memos[task_id]
             run = by_running.get(task_id)
-            problems = (
-                tuple(p for p in memo.row.body.problems if p not in (memo.reported or ()))
-                if memo.row
-                else ()
-            )
+            problems = self._problems(memo)
             weighed = self._task(task_id, memo, run, problems, s)
             if run is not None and task_id in stalls:
                 assignee = memo.row.assignee if memo.row else None
@@ -295,6 +195,9 @@ class BudgetObserver:
             if self.reader is not None:
                 known = frozenset(self.reader.read(s.profiles).profiles)
         progress_until = self.progress.next_due(self._limit_of(s), now)
+        live = {t.task_id for t in running}
+        for task_id in [t for t in self.memos if t not in live and t not in self.pending]:
+            del self.memos[task_id]  # recalled from the board when an event names it again
         return BudgetSnapshot(
             board=store.slug,
             tasks=tuple(tasks),

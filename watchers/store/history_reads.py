@@ -79,16 +79,21 @@ class HistoryReads(Connection):
                 continue  # an event we cannot read cannot be acted on; the task row decides
         return out
 
-    def runs_of_open_tasks(self) -> Iterator[tuple[str, int, int, str | None, str | None]]:
-        """(task id, run id, started_at, outcome, error) of every task not done/archived,
-        each task's oldest first, a page of tasks at a time (found through the status
-        index, their runs through the runs' task index: a board's closed history is
-        never scanned). Undecodable rows are skipped."""
-        for ids in self._open_task_pages():
+    def open_task_pages(self, page: int = 500) -> Iterator[list[str]]:
+        """Ids of every task not done/archived, a page at a time (each its own short read)."""
+        return self._open_task_pages(page)
+
+    def runs_of_tasks(
+        self, task_ids: Sequence[str]
+    ) -> Iterator[tuple[str, int, int, str | None, str | None]]:
+        """(task id, run id, started_at, outcome, error) of the given tasks' runs, each
+        task's oldest first, 500 tasks a read (through the runs' task index). Undecodable
+        rows are skipped."""
+        for chunk, _marks in _chunks(task_ids):
             for row in self._rows_of(
                 "SELECT r.id, r.task_id, r.started_at, r.outcome, r.error FROM task_runs r "
                 "WHERE r.task_id IN ({marks}) ORDER BY r.task_id, r.id",
-                ids,
+                list(chunk),
                 (),
             ):
                 try:
@@ -102,20 +107,22 @@ class HistoryReads(Connection):
                 except _Malformed:
                     continue
 
-    def events_of_open_tasks(self, kinds: Iterable[str], upto: int) -> Iterator[EventRow]:
-        """Events of the given kinds, with ids up to `upto`, of every task not done/archived,
-        each task's oldest first, a page of tasks at a time; payloads only where a budget
-        needs them. Undecodable rows are skipped."""
+    def events_of_tasks(
+        self, task_ids: Sequence[str], kinds: Iterable[str], upto: int
+    ) -> Iterator[EventRow]:
+        """Events of the given kinds, with ids up to `upto`, of the given tasks, each
+        task's oldest first, 500 tasks a read; payloads only where a budget needs them.
+        Undecodable rows are skipped."""
         kinds = tuple(kinds)
         kind_marks = ",".join("?" * len(kinds))
-        for ids in self._open_task_pages():
+        for chunk, _marks in _chunks(task_ids):
             for row in self._rows_of(
                 "SELECT e.id, e.task_id, e.kind, e.created_at, "
                 "CASE WHEN e.kind IN ('unblocked', 'budget_warning', 'budget_malformed') "
                 "THEN e.payload END, NULL, NULL, NULL, e.run_id "
                 "FROM task_events e WHERE e.task_id IN ({marks}) AND e.id <= ? "
                 f"AND e.kind IN ({kind_marks}) ORDER BY e.task_id, e.id",
-                ids,
+                list(chunk),
                 (upto, *kinds),
             ):
                 event = _event_row(row, self._json(row[4], "task_events", row[0], row[1]))
