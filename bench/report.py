@@ -242,9 +242,11 @@ def report(res: dict[str, Any], out: Path) -> None:
         )
     if bud:
         print(
-            f"budget: {bud.get('n')} ticks timed after the first; {bud.get('tasks_followed')} "
-            f"open tasks followed ({bud.get('tasks_with_body_budgets')} with body budgets, "
-            f"{bud.get('tasks_in_snapshot')} weighed per tick); running attempts at most "
+            f"budget: {bud.get('n')} ticks timed after the first; "
+            f"{bud.get('open_tasks_weighed')} open tasks weighed from their history "
+            f"({bud.get('tasks_with_body_budgets')} with body budgets), "
+            f"{bud.get('tasks_followed')} held between passes, "
+            f"{bud.get('tasks_in_snapshot')} weighed per tick; running attempts at most "
             f"{bud.get('running_max_time_fraction')} of their time and "
             f"{bud.get('running_max_iteration_fraction')} of their iteration budget "
             f"({bud.get('running_budget_sources')}); overruns answered by "

@@ -71,6 +71,9 @@ class Probe(Protocol):
     def exited_scopes(self, timeout: float) -> set[str]:
         """Block up to `timeout` for watched workers to exit; the scopes that watched them."""
 
+    def interrupt(self) -> None:
+        """Make a blocked `exited_scopes` return now (its caller is stopping)."""
+
     def close(self) -> None: ...
 
 
@@ -104,8 +107,12 @@ class StaticProbe:
         }
 
     def exited_scopes(self, timeout: float) -> set[str]:
-        self._idle.wait(timeout)  # a table never sees an exit (never set: just waits)
+        if self._idle.wait(timeout):  # a table never sees an exit: only interrupted
+            self._idle.clear()
         return set()
+
+    def interrupt(self) -> None:
+        self._idle.set()
 
     def close(self) -> None:
         pass
@@ -195,6 +202,9 @@ class ProcessProbe:
         # exits, reported once each (one-shot): a level-triggered poll would report a dead
         # worker's pidfd again on every wait until the next tick unwatched it
         self._exits = select.epoll()
+        # written by `interrupt`: a wait on `_exits` with nothing pending may be long
+        self._interrupt: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._exits.register(self._interrupt, select.EPOLLIN)
         self._pidfd_ok = hasattr(os, "pidfd_open")
         self._next_stat_poll = 0.0
         self._stat_reported: set[_Key] = set()  # pidfd-less exits told to exited_scopes
@@ -271,6 +281,14 @@ class ProcessProbe:
             self._last.clear()
             for key in list(self._watches):
                 self._unwatch(key)
+            if self._interrupt is not None:
+                os.close(self._interrupt)  # leaves the epoll set with it
+                self._interrupt = None
+
+    def interrupt(self) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if self._interrupt is not None:
+                os.eventfd_write(self._interrupt, 1)
 
     def exited_scopes(self, timeout: float) -> set[str]:
         """Block up to `timeout` seconds for watched workers to exit; the scopes that
@@ -286,6 +304,9 @@ class ProcessProbe:
         except (OSError, ValueError):  # closed under us: nothing more to report
             return set()
         with self._lock:
+            if self._interrupt is not None and any(fd == self._interrupt for fd, _ in ready):
+                with contextlib.suppress(OSError):
+                    os.eventfd_read(self._interrupt)
             scopes = {self._by_fd[fd][0] for fd, _ in ready if fd in self._by_fd}
             if polled and time.monotonic() >= self._next_stat_poll:
                 self._next_stat_poll = time.monotonic() + STAT_POLL_SECONDS

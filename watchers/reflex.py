@@ -27,10 +27,14 @@ COALESCE_SECONDS = 0.25
 """Deaths within this window of the first are judged together."""
 RETRY_SECONDS = 0.5
 """A wake not yet answered by a pass that started after it is repeated this often."""
+IDLE_SECONDS = 60.0
+"""With no wake unanswered the thread waits this long for an exit (`stop` interrupts it)."""
 
 
 class ExitSource(Protocol):
     def exited_scopes(self, timeout: float) -> set[str]: ...
+
+    def interrupt(self) -> None: ...
 
 
 class Reflex:
@@ -58,6 +62,7 @@ class Reflex:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._probe.interrupt()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -71,7 +76,9 @@ class Reflex:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            scopes = self._probe.exited_scopes(RETRY_SECONDS)
+            with self._lock:
+                wait = RETRY_SECONDS if self._pending else IDLE_SECONDS
+            scopes = self._probe.exited_scopes(wait)
             if scopes:
                 end = time.monotonic() + self._coalesce
                 while (left := end - time.monotonic()) > 0 and not self._stop.is_set():

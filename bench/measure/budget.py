@@ -72,10 +72,16 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
     assert obs is not None
     now = time.time()
     snap, _ = obs.snapshot(store, settings, now)  # reads only (every overrun is carded)
-    # The snapshot holds only what may need an action; weigh every followed task here.
+    # The watcher holds only the running tasks and unanswered overruns between passes;
+    # every open task is recalled here from its history (as the watcher would when an
+    # event names it) and weighed, apart from the observer being measured.
+    everything = type(obs)()
+    cursor = store.max_event_id()
+    for ids in store.open_task_pages():
+        everything._recall(store, ids, cursor)
     running = {t.task_id: t for t in store.running_tasks()[0]}
     weighed = []
-    for task_id, memo in obs.memos.items():
+    for task_id, memo in everything.memos.items():
         problems = tuple(
             p
             for p in (memo.row.body.problems if memo.row else ())
@@ -104,9 +110,10 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
             if b.iterations:
                 iter_frac = max(iter_frac, t.heartbeats / b.iterations.value)
                 sources[f"iterations:{b.iterations.source.split(':')[0]}"] += 1
-    memos = obs.memos
+    memos = everything.memos
     return {
-        "tasks_followed": len(memos),
+        "tasks_followed": len(obs.memos),
+        "open_tasks_weighed": len(memos),
         "tasks_in_snapshot": len(snap.tasks),
         "tasks_with_body_budgets": sum(
             1
@@ -128,8 +135,8 @@ def budget_memory(bud: Any, store: Any, settings: Any) -> dict[str, Any]:
             name: round(deep_size(part, seen) / 1024)
             for seen in [set()]
             for name, part in (
-                ("memo_rows", [m.row for m in memos.values()]),
-                ("memos_other", list(memos.values())),
+                ("memo_rows", [m.row for m in obs.memos.values()]),
+                ("memos_other", list(obs.memos.values())),
                 ("heartbeats", obs.heartbeats),
                 ("cards", obs.cards),
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 from pathlib import Path
 
-from watchers.reflex import Reflex
+from watchers.reflex import IDLE_SECONDS, RETRY_SECONDS, Reflex
 
 BOUND = 10.0  # a failure timeout only
 
@@ -15,12 +15,19 @@ class FakeExits:
 
     def __init__(self) -> None:
         self.batches: queue.Queue[set[str]] = queue.Queue()
+        self.waits: queue.Queue[float] = queue.Queue()  # every timeout asked for
+        self.interrupted = False
 
     def exited_scopes(self, timeout: float) -> set[str]:
+        self.waits.put(timeout)
         try:
             return self.batches.get(timeout=timeout)
         except queue.Empty:
             return set()
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.batches.put(set())
 
 
 def test_exits_on_a_board_wake_its_auto_heal_once_whoever_watched_them():
@@ -65,3 +72,21 @@ def test_a_board_without_a_job_is_dropped():
     finally:
         reflex.stop()
     assert calls.empty() and reflex.wakes == 0
+
+
+def test_with_no_wake_unanswered_the_reflex_sleeps_until_an_exit_or_its_stop():
+    """No periodic wake-ups on an idle daemon: the thread waits IDLE_SECONDS, not the
+    retry period, and `stop` interrupts the wait instead of waiting it out."""
+    exits, woken = FakeExits(), queue.Queue()
+    reflex = Reflex(exits, lambda board: woken.put(board) or True, coalesce=0.0)
+    reflex.start()
+    try:
+        assert exits.waits.get(timeout=BOUND) == IDLE_SECONDS
+        exits.batches.put({"auto-heal:/boards/a.db"})
+        assert woken.get(timeout=BOUND) == Path("/boards/a.db")
+        asked = [exits.waits.get(timeout=BOUND) for _ in range(2)]
+        assert RETRY_SECONDS in asked  # a wake unanswered: retried at the retry period
+        reflex.pass_started(Path("/boards/a.db"), float("inf"))
+    finally:
+        reflex.stop()
+    assert exits.interrupted and reflex._thread is None
