@@ -32,6 +32,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -202,8 +203,11 @@ class ProcessProbe:
         # exits, reported once each (one-shot): a level-triggered poll would report a dead
         # worker's pidfd again on every wait until the next tick unwatched it
         self._exits = select.epoll()
-        # written by `interrupt`: a wait on `_exits` with nothing pending may be long
-        self._interrupt: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # written by `interrupt`: a wait on `_exits` with nothing pending may be long. It
+        # lives as long as the probe, not until `close` (which only forgets the watches:
+        # the daemon closes and reuses its probe on every (re)schedule).
+        self._interrupt = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        weakref.finalize(self, os.close, self._interrupt)
         self._exits.register(self._interrupt, select.EPOLLIN)
         self._pidfd_ok = hasattr(os, "pidfd_open")
         self._next_stat_poll = 0.0
@@ -281,14 +285,10 @@ class ProcessProbe:
             self._last.clear()
             for key in list(self._watches):
                 self._unwatch(key)
-            if self._interrupt is not None:
-                os.close(self._interrupt)  # leaves the epoll set with it
-                self._interrupt = None
 
     def interrupt(self) -> None:
-        with self._lock, contextlib.suppress(OSError):
-            if self._interrupt is not None:
-                os.eventfd_write(self._interrupt, 1)
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._interrupt, 1)
 
     def exited_scopes(self, timeout: float) -> set[str]:
         """Block up to `timeout` seconds for watched workers to exit; the scopes that
@@ -304,7 +304,7 @@ class ProcessProbe:
         except (OSError, ValueError):  # closed under us: nothing more to report
             return set()
         with self._lock:
-            if self._interrupt is not None and any(fd == self._interrupt for fd, _ in ready):
+            if any(fd == self._interrupt for fd, _ in ready):
                 with contextlib.suppress(OSError):
                     os.eventfd_read(self._interrupt)
             scopes = {self._by_fd[fd][0] for fd, _ in ready if fd in self._by_fd}
