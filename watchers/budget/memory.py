@@ -10,7 +10,7 @@ so the watcher's memory follows the live part of a board, not its size or its pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from watchers.budget.memo import Memo, Row, failure
@@ -82,10 +82,17 @@ class BudgetMemory:
         self.touched.add(task_id)
         return memo
 
-    def _recall(self, store: BoardStore, task_ids: Sequence[str], upto: int) -> None:
+    def _recall(
+        self,
+        store: BoardStore,
+        task_ids: Sequence[str],
+        upto: int,
+        hold: Collection[str] = (),
+    ) -> None:
         """The memos of `task_ids` rebuilt from the board's history up to event `upto`:
         their runs, budget fields and the events a budget counts. A task forgotten
-        between passes is recalled this way when an event names it again."""
+        between passes is recalled this way when an event names it again. A task in
+        `hold` (a running one) gets a memo even when its history gives none."""
         restarted: set[str] = set()
         for task_id, run_id, started, outcome, error in store.runs_of_tasks(task_ids):
             memo = self.memos.get(task_id) or self.memos.setdefault(task_id, Memo())
@@ -121,6 +128,8 @@ class BudgetMemory:
             self._apply(ev, counting_attempts=ev.task_id in restarted, history=True)
         for task_id in task_ids:  # the rows were just read: only a missing one is read again
             recalled = self.memos.get(task_id)
+            if recalled is None and task_id in hold:
+                recalled = self.memos[task_id] = Memo()
             if recalled is not None and recalled.row is None:
                 self.dirty.add(task_id)
             else:
@@ -149,10 +158,7 @@ class BudgetMemory:
                 self.heartbeat_events[ev.run_id] = ev.event_id
             return
         if ev.kind in ("completed", "archived"):
-            self.memos.pop(ev.task_id, None)
-            self.dirty.discard(ev.task_id)
-            self.touched.discard(ev.task_id)
-            self.pending.discard(ev.task_id)
+            self._forget(ev.task_id)
             return
         memo = self._memo(ev.task_id)
         if ev.kind == "claimed":

@@ -55,7 +55,7 @@ class BudgetObserver(BudgetMemory):
         cursor = store.max_event_id()
         live = {t.task_id for t in running}
         for ids in store.open_task_pages():
-            self._recall(store, ids, cursor)
+            self._recall(store, ids, cursor, hold=live)
             for task_id in ids:
                 memo = self.memos.get(task_id)
                 if memo is None or task_id in live:
@@ -132,13 +132,9 @@ class BudgetObserver(BudgetMemory):
                 self.cursor = max(self.cursor, ev.event_id)
                 self._apply(ev)
         missing = [t.task_id for t in running if t.task_id not in self.memos]
-        if missing and self.cursor is not None:
-            self._recall(store, missing, self.cursor)
-            for task_id in missing:
-                if task_id not in self.memos:
-                    self.memos[task_id] = Memo()
-                    self.dirty.add(task_id)
-                self.touched.add(task_id)
+        if missing and self.cursor is not None:  # claimed since, and forgotten meanwhile
+            self._recall(store, missing, self.cursor, hold=missing)
+            self.touched.update(missing)
         if self.dirty:
             found = {r.task_id: r for r in store.budget_rows(sorted(self.dirty))}
             for task_id in self.dirty:

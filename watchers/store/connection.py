@@ -272,7 +272,7 @@ class Connection:
         marks = ",".join("?" * len(task_ids))
         return self._lenient_read(sql.format(marks=marks), (*task_ids, *params))
 
-    def _open_task_pages(self, page: int = 500) -> Iterator[list[str]]:
+    def open_task_pages(self, page: int = 500) -> Iterator[list[str]]:
         """Ids of every task in an open status (any known status but done and archived),
         in pages, from Hermes's status index: each page is its own short read."""
         statuses = sorted(KNOWN_STATUSES - {TaskStatus.DONE.value, TaskStatus.ARCHIVED.value})

@@ -79,10 +79,6 @@ class HistoryReads(Connection):
                 continue  # an event we cannot read cannot be acted on; the task row decides
         return out
 
-    def open_task_pages(self, page: int = 500) -> Iterator[list[str]]:
-        """Ids of every task not done/archived, a page at a time (each its own short read)."""
-        return self._open_task_pages(page)
-
     def runs_of_tasks(
         self, task_ids: Sequence[str]
     ) -> Iterator[tuple[str, int, int, str | None, str | None]]:
