@@ -130,6 +130,7 @@ class _Watch:
     create_time: float
     stat_start: int | None  # /proc/<pid>/stat field 22, for the no-pidfd path
     pidfd: int | None
+    alive: Observation  # what a pass that finds it still running reports (one object)
 
 
 def _key(ref: WorkerRef, scope: str) -> _Key:
@@ -268,9 +269,7 @@ class ProcessProbe:
             key = _key(ref, scope)
             watch = self._watches.get(key)
             if watch is not None and key not in exited and self._still_same(watch):
-                out[ref.task_id] = Observation(
-                    Verdict.ALIVE, VERIFIED, process_started_at=watch.create_time
-                )
+                out[ref.task_id] = watch.alive
                 continue
             if watch is not None:
                 self._unwatch(key)
@@ -420,7 +419,8 @@ class ProcessProbe:
                 self._poll.register(pidfd, select.POLLIN)
                 self._exits.register(pidfd, select.EPOLLIN | select.EPOLLONESHOT)
                 self._by_fd[pidfd] = key
-        self._watches[key] = _Watch(pid, create_time, stat_start, pidfd)
+        alive = Observation(Verdict.ALIVE, VERIFIED, process_started_at=create_time)
+        self._watches[key] = _Watch(pid, create_time, stat_start, pidfd, alive)
 
     def _unwatch(self, key: _Key) -> None:
         self._stat_reported.discard(key)

@@ -297,6 +297,33 @@ def test_a_board_without_optional_columns_is_read(tmp_path, dispatcher):
     store.close()
 
 
+def test_the_running_rows_memo_keeps_one_copy_of_each_value(board, dispatcher):
+    """A row read again keeps its parsed task and the key it was parsed from (whose
+    values the task shares), not the new, equal row; a changed row is parsed again and a
+    row that is gone leaves the memo."""
+    steady, moving, ending = (live_task(dispatcher, t) for t in ("steady", "moving", "ending"))
+    store = BoardStore.open(board, readonly=True)
+    memo: dict = {}
+    first, _ = store.running_tasks(memo)
+    keys = {k[0]: k for k in memo}
+    assert set(keys) == {steady, moving, ending}
+    by_id = {t.task_id: t for t in first}
+    assert keys[steady][2] is by_id[steady].claim_lock  # the key's values are the task's
+    dispatcher.conn.execute(
+        "UPDATE tasks SET claim_expires = claim_expires + 5 WHERE id = ?", (moving,)
+    )
+    dispatcher.conn.execute("UPDATE tasks SET status = 'done' WHERE id = ?", (ending,))
+    again, skipped = store.running_tasks(memo)
+    store.close()
+    assert skipped == []
+    after = {t.task_id: t for t in again}
+    assert set(after) == {steady, moving} == {k[0] for k in memo}
+    assert after[steady] is by_id[steady]  # not parsed again
+    assert next(k for k in memo if k[0] == steady) is keys[steady]  # nor its key replaced
+    assert after[moving] is not by_id[moving]
+    assert after[moving].claim_expires == (by_id[moving].claim_expires or 0) + 5
+
+
 # -- crash-loop resets, durable across restarts --------------------------------------------
 
 

@@ -171,7 +171,9 @@ class BoardObserver:
             if ref is not None and not ripe:
                 age = attempt_age(task, now)  # once past the grace, a row stays past it
                 ripe = age is None or age >= grace
-            self.refs[id(task)] = (task, ref, ripe)
+            if entry is None or entry[0] is not task or entry[2] is not ripe:
+                entry = (task, ref, ripe)
+            self.refs[id(task)] = entry  # an unchanged entry is kept, not made again
             if ref is not None and ripe:
                 refs.append(ref)
         return refs

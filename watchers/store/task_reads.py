@@ -37,7 +37,9 @@ class TaskReads(Connection):
     ) -> tuple[list[RunningTask], list[SkippedRow]]:
         """Every `running` task with its open attempt; malformed rows are reported. With
         `memo` (the caller's, from its last call), a row read before is not parsed again;
-        on return it holds exactly this call's well-typed rows."""
+        on return it holds exactly this call's well-typed rows. A row read again keeps the
+        key it was parsed from, whose values the parsed task shares: replacing it with the
+        new, equal row would hold every value twice."""
         sql = (
             "SELECT t.id, t.assignee, t.claim_lock, t.claim_expires, t.worker_pid, "
             "t.current_run_id, t.started_at, t.last_heartbeat_at, t.consecutive_failures, "
@@ -47,17 +49,15 @@ class TaskReads(Connection):
         )
         tasks: list[RunningTask] = []
         skipped: list[SkippedRow] = []
-        known = dict(memo) if memo else {}
-        if memo is not None:
-            memo.clear()
+        stale = dict(memo) if memo else {}  # what is not read again is dropped below
         for row in self._query(sql):
-            fast = known.get(row)
+            fast = stale.pop(row, None)
             if fast is None:
                 fast = _well_typed_running(row)
+                if fast is not None and memo is not None:
+                    memo[row] = fast
             if fast is not None:
                 tasks.append(fast)
-                if memo is not None:
-                    memo[row] = fast
                 continue
             try:
                 task_id = _task_id(row)
@@ -92,6 +92,9 @@ class TaskReads(Connection):
                 )
             except _Malformed as exc:
                 skipped.append(SkippedRow(self.slug, "tasks", task_id, str(exc)))
+        if memo is not None:
+            for row in stale:
+                del memo[row]
         return tasks, skipped
 
     def status_counts(self) -> tuple[dict[str, int], list[SkippedRow]]:
